@@ -1,0 +1,95 @@
+"""Throughput, latency and cost figures, computed from the written results files.
+
+The files are scanned a few columns at a time, so a run of millions of rows is measured
+without loading its text. Start-up and steady state are told apart by per-row timestamps:
+the first request reaching the engine marks the end of start-up.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Mapping
+
+import numpy as np
+
+TIMING_COLUMNS = ["num_input_tokens", "num_generated_tokens", "latency_s", "ttft_s", "finished_at"]
+
+
+def _scan(results_dir: Path, fmt: str):
+    import pyarrow.dataset as pds
+
+    files = sorted(str(p) for p in Path(results_dir).rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
+    file_format = pds.JsonFileFormat() if fmt == "jsonl" else "parquet"
+    dataset = pds.dataset(files, format=file_format)
+    columns = [c for c in TIMING_COLUMNS if c in dataset.schema.names]
+    return dataset.to_batches(columns=columns)
+
+
+def _percentiles(values: np.ndarray, prefix: str) -> Dict[str, float]:
+    values = values[~np.isnan(values)]
+    if not values.size:
+        return {}
+    return {
+        f"{prefix}_mean_s": float(values.mean()),
+        f"{prefix}_p50_s": float(np.percentile(values, 50)),
+        f"{prefix}_p95_s": float(np.percentile(values, 95)),
+    }
+
+
+def compute(results_dir: Path, fmt: str, started_at: float, finished_at: float, hw: Mapping[str, Any], replicas: int) -> Dict[str, float]:
+    rows = input_tokens = output_tokens = 0
+    latencies, ttfts = [], []
+    first_start, last_finish = float("inf"), float("-inf")
+    for batch in _scan(results_dir, fmt):
+        table = batch.to_pydict()
+        n = batch.num_rows
+        if not n:
+            continue
+        rows += n
+        input_tokens += sum(table["num_input_tokens"])
+        output_tokens += sum(table["num_generated_tokens"])
+        latency = np.asarray(table["latency_s"], dtype=float)
+        finish = np.asarray(table["finished_at"], dtype=float)
+        first_start = min(first_start, float(np.min(finish - latency)))
+        last_finish = max(last_finish, float(np.max(finish)))
+        latencies.append(latency)
+        ttfts.append(np.asarray([np.nan if v is None else v for v in table["ttft_s"]], dtype=float))
+
+    wall = max(finished_at - started_at, 1e-9)
+    figures: Dict[str, float] = {
+        "rows": rows,
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "wall_s": wall,
+        "rows_per_s": rows / wall,
+        "input_tokens_per_s": input_tokens / wall,
+        "output_tokens_per_s": output_tokens / wall,
+        "total_tokens_per_s": (input_tokens + output_tokens) / wall,
+    }
+    if rows:
+        # Clamp: the engine's clock and the driver's may differ slightly on a cluster.
+        startup = min(max(first_start - started_at, 0.0), wall)
+        generation = max(last_finish - first_start, 1e-9)
+        figures.update(
+            startup_s=startup,
+            generation_s=generation,
+            steady_rows_per_s=rows / generation,
+            steady_input_tokens_per_s=input_tokens / generation,
+            steady_output_tokens_per_s=output_tokens / generation,
+            steady_total_tokens_per_s=(input_tokens + output_tokens) / generation,
+        )
+        figures.update(_percentiles(np.concatenate(latencies), "latency"))
+        figures.update(_percentiles(np.concatenate(ttfts), "ttft"))
+    figures.update(cost(hw, replicas, wall, rows, output_tokens))
+    return figures
+
+
+def cost(hw: Mapping[str, Any], replicas: int, wall_s: float, rows: int, output_tokens: int) -> Dict[str, float]:
+    """Cost of the run's wall time on `replicas` copies of the hw option's hardware."""
+    usd = float(hw["price_per_hour"]) * replicas * wall_s / 3600.0
+    figures = {"cost_usd": usd}
+    if output_tokens:
+        figures["cost_per_1m_output_tokens_usd"] = usd / output_tokens * 1e6
+    if rows:
+        figures["cost_per_1k_rows_usd"] = usd / rows * 1e3
+    return figures

@@ -1,0 +1,106 @@
+"""Where the engine loads the model from: the embedded model's cache, a local folder, the hub,
+or a folder holding only the model's shipped config.json (random "dummy" weights)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Mapping, Optional
+from urllib.parse import urlparse
+
+from runner import embedded_model
+
+log = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+SHIPPED_CONFIGS = ASSETS / "models"
+# The embedded model's tokenizer stands in where a dummy-weight model's own tokenizer is not
+# available offline: token ids stay inside the larger vocabulary, and benchmarks fix lengths.
+STAND_IN_TOKENIZER = "smollm2-135m-instruct"
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    source: str  # what the engine is given: a folder or a hub repo id
+    load_format: Optional[str] = None  # set for dummy weights
+    note: str = ""
+
+
+def check(model: Mapping[str, Any]) -> List[str]:
+    """Problems that would stop the model from loading, found without loading it."""
+    source, weights = model["source"], model["weights"]
+    if weights not in ("real", "dummy"):
+        return [f"model.weights={weights!r}: use 'real' or 'dummy'"]
+    if source not in ("embedded", "hub", "local"):
+        return [f"model.source={source!r}: use 'embedded', 'hub' or 'local'"]
+    if weights == "dummy":
+        if not (SHIPPED_CONFIGS / model["name"] / "config.json").is_file():
+            shipped = sorted(p.name for p in SHIPPED_CONFIGS.iterdir() if (p / "config.json").is_file())
+            return [
+                f"model.weights=dummy: no config.json is shipped for model.name={model['name']!r} "
+                f"(shipped: {', '.join(shipped)}). Fix: add runner/assets/models/{model['name']}/config.json"
+            ]
+        return []
+    if source == "embedded":
+        try:
+            embedded_model.find_gguf_file()
+        except FileNotFoundError as error:
+            return [str(error)]
+        return []
+    if source == "local":
+        if not (Path(model["path"]).expanduser() / "config.json").is_file():
+            return [f"model.path={model['path']!r}: no config.json there. Fix: point model.path at a Hugging Face model folder"]
+        return []
+    return _check_hub(model["path"], model.get("revision"))
+
+
+def _check_hub(repo_id: str, revision: Optional[str]) -> List[str]:
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    try:
+        huggingface_hub.hf_hub_download(repo_id, "config.json", revision=revision, local_files_only=True)
+        return []
+    except Exception:  # noqa: BLE001 - not cached, in any of the ways the hub client says so
+        pass
+    fix = (
+        "Fix: run where the hub is reachable (export HF_TOKEN=... for gated models), pre-download it "
+        "(huggingface-cli download {id}) and point model.source=local model.path=<folder> at it, "
+        "or benchmark without weights: model.weights=dummy"
+    ).format(id=repo_id)
+    if constants.HF_HUB_OFFLINE:
+        return [f"model.path={repo_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set. {fix}"]
+    host = urlparse(constants.ENDPOINT).hostname or ""
+    try:
+        # A name lookup only: enough to tell "no network" apart without sending a request.
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return [f"model.path={repo_id!r} is not in the local cache and the hub ({host}) cannot be reached. {fix}"]
+    return []
+
+
+def locate(model: Mapping[str, Any]) -> ModelLocation:
+    """Resolve the model to what the engine loads; converts the embedded model on first use."""
+    if model["weights"] == "dummy":
+        return ModelLocation(str(_dummy_folder(model["name"])), "dummy", "random weights from the shipped config.json")
+    if model["source"] == "embedded":
+        return ModelLocation(str(embedded_model.ensure_converted(model["path"])))
+    if model["source"] == "local":
+        return ModelLocation(str(Path(model["path"]).expanduser().resolve()))
+    return ModelLocation(model["path"])
+
+
+def _dummy_folder(name: str) -> Path:
+    folder = embedded_model.cache_root() / "models" / f"{name}-dummy"
+    shipped_config = SHIPPED_CONFIGS / name / "config.json"
+    tokenizer_source = embedded_model.ensure_converted(STAND_IN_TOKENIZER)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(shipped_config, folder / "config.json")
+    for filename in TOKENIZER_FILES:
+        if (tokenizer_source / filename).is_file():
+            shutil.copyfile(tokenizer_source / filename, folder / filename)
+    return folder

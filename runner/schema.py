@@ -1,0 +1,151 @@
+"""Structured-config schema: every key a YAML option or a command-line override may set.
+
+conf/config.yaml starts its defaults list with `run_schema`, so Hydra merges every group
+option into these dataclasses: an unknown key or a wrong type fails at compose time with
+the key's full name, before anything expensive starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    # embedded: a model a Python package ships (converted once into the local cache);
+    # hub: a Hugging Face repo id, downloaded by the engine workers; local: a folder.
+    source: str = MISSING
+    path: str = MISSING
+    # dummy: random weights from the model's shipped config.json (benchmarks, no download).
+    weights: str = "real"
+    revision: Optional[str] = None
+    tokenizer: Optional[str] = None
+    # The model's own limit (max_position_embeddings); engine.max_model_len may lower it.
+    context_length: int = MISSING
+    trust_remote_code: bool = False
+
+
+@dataclass
+class EngineConfig:
+    """vLLM engine arguments under vLLM's own names; unset (null) ones are left to vLLM."""
+
+    max_model_len: Optional[int] = None
+    max_num_seqs: Optional[int] = None
+    max_num_batched_tokens: Optional[int] = None
+    enable_chunked_prefill: Optional[bool] = None
+    enable_prefix_caching: Optional[bool] = None
+    dtype: str = "auto"
+    gpu_memory_utilization: Optional[float] = None
+    enforce_eager: bool = False
+    load_format: str = "auto"
+    tensor_parallel_size: int = 1
+    pipeline_parallel_size: int = 1
+    kv_cache_dtype: Optional[str] = None
+    seed: int = 0
+    # Any other vLLM EngineArgs field, passed through unchanged.
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    # bundled (a file in runner/assets), jsonl, parquet, csv, hub, synthetic
+    source: str = MISSING
+    path: Optional[str] = None
+    hub_config: Optional[str] = None
+    split: str = "train"
+    limit: Optional[int] = None
+    id_column: str = "id"
+    # synthetic only
+    num_rows: int = 1000
+    input_tokens: int = 1000
+
+
+@dataclass
+class PromptConfig:
+    name: str = MISSING
+    system: Optional[str] = None
+    # Python format string; each {placeholder} is filled from the dataset column that
+    # `columns` maps it to (a placeholder not in `columns` reads the column of its own name).
+    user: str = MISSING
+    columns: Dict[str, str] = field(default_factory=dict)
+    chat_template: bool = True
+    temperature: float = 0.3
+    top_p: float = 1.0
+    max_tokens: int = 150
+    ignore_eos: bool = False
+
+
+@dataclass
+class HardwareConfig:
+    name: str = MISSING
+    # Ray accelerator type (L4, A10G, A100-80G, H100, ...); null runs the engine on CPUs.
+    accelerator_type: Optional[str] = None
+    gpus_per_replica: int = 0
+    cpus_per_replica: float = 1.0
+    # On-demand price of one replica's hardware, USD per hour, and where it comes from.
+    price_per_hour: float = 0.0
+    price_source: str = ""
+    # Environment for the engine workers (e.g. VLLM_CPU_KVCACHE_SPACE on CPU).
+    env: Dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ProcessorConfig:
+    batch_size: int = 16
+    # Engine replicas (data parallel).
+    concurrency: int = 1
+    max_concurrent_batches: Optional[int] = None
+    # Logical CPUs each light stage (pre/post-process, chat template) asks Ray for; a
+    # fraction lets all stages hold an actor at once on a 2-core machine.
+    light_stage_num_cpus: float = 0.25
+    tokenize_stage: bool = False
+    detokenize_stage: bool = False
+
+
+@dataclass
+class RayConfig:
+    # null starts a local Ray; "auto" or ray://host:port joins an existing cluster.
+    address: Optional[str] = None
+    # Logical CPUs of a local Ray (more than the cores, so that each stage can hold an actor).
+    num_cpus: Optional[int] = None
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True
+    # null: a SQLite store at outputs/mlflow.db with artifacts in outputs/mlartifacts.
+    uri: Optional[str] = None
+    experiment: str = "runner"
+    run_name: Optional[str] = None
+    sample_rows: int = 8
+    log_results: bool = True
+
+
+@dataclass
+class OutputConfig:
+    format: str = "parquet"
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    hw: HardwareConfig = field(default_factory=HardwareConfig)
+    processor: ProcessorConfig = field(default_factory=ProcessorConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    # Check config, model and data, print the plan, start nothing.
+    dry_run: bool = False
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="run_schema", node=RunConfig)
