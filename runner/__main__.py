@@ -19,7 +19,7 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         app.run(cfg, run_dir, outputs_root=Path("outputs"))
-    except preflight.PreflightError as error:
+    except (preflight.PreflightError, schema.UnknownKeyError) as error:
         log.error("%s", error)
         sys.exit(2)
 

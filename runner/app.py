@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from runner import metrics, models, pipeline, preflight, prompt, redaction, tracking
+from runner import metrics, models, pipeline, preflight, prompt, redaction, schema, tracking
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +36,7 @@ def save_config(config: Dict[str, Any], run_dir: Path) -> Path:
 
 def run(cfg: DictConfig, run_dir: Path, outputs_root: Path = Path("outputs")) -> RunOutcome:
     redaction.install_log_redaction()
+    schema.validate(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     preflight.run_checks(config)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -7,11 +7,12 @@ the key's full name, before anything expensive starts.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 
 @dataclass
@@ -149,3 +150,36 @@ class RunConfig:
 
 def register() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
+
+
+class UnknownKeyError(KeyError):
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def unknown_keys(node: DictConfig, prefix: str = "") -> List[str]:
+    """Keys that `+key=value` forced into a typed section (Hydra lets `+` add to any node)."""
+    schema = OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(schema):
+        return []
+    known = {f.name for f in dataclasses.fields(schema)}
+    found = []
+    for key in node.keys():
+        name = f"{prefix}{key}"
+        if key not in known:
+            found.append(name)
+            continue
+        child = node._get_node(key)
+        if isinstance(child, DictConfig):
+            found.extend(unknown_keys(child, name + "."))
+    return found
+
+
+def validate(cfg: DictConfig) -> None:
+    """Fail on keys the schema does not know, naming them and the section's known keys."""
+    found = unknown_keys(cfg)
+    if found:
+        raise UnknownKeyError(
+            "unknown config key(s): " + ", ".join(found)
+            + ". Fix: check the spelling against runner/schema.py; vLLM arguments we do not list go under engine.extra.<name>"
+        )

@@ -1,0 +1,116 @@
+"""Every option of every group composes; typos and wrong types fail at compose time."""
+
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
+
+from runner import schema
+from tests.conftest import CONF_DIR, compose_config
+
+GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "experiment")
+OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF_DIR / group).glob("*.yaml"))]
+REQUIRED_OPTIONS = {
+    "model": {"smollm2_135m", "llama31_8b"},
+    "dataset": {"sample_news", "cnn_dailymail", "jsonl", "parquet"},
+    "prompt": {"summarize"},
+    "hw": {"cpu", "l4"},
+    "engine": {"default"},
+}
+# Options that need a value no default can give.
+NEEDS = {("dataset", "jsonl"): ["dataset.path=/data/x.jsonl"], ("dataset", "parquet"): ["dataset.path=/data/x.parquet"]}
+
+
+def test_the_required_options_exist():
+    have = {}
+    for group, option in OPTIONS:
+        have.setdefault(group, set()).add(option)
+    for group, options in REQUIRED_OPTIONS.items():
+        assert options <= have.get(group, set()), f"{group} lacks {options - have.get(group, set())}"
+
+
+@pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_option_composes_and_resolves(group, option):
+    cfg = compose_config(f"{group}={option}", *NEEDS.get((group, option), []))
+    resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    if group != "hw":
+        assert resolved[group]["name"] == option if "name" in resolved[group] else True
+
+
+def test_default_is_the_embedded_job():
+    cfg = compose_config()
+    assert cfg.model.name == "smollm2_135m" and cfg.model.source == "embedded"
+    assert cfg.dataset.name == "sample_news" and cfg.hw.name == "cpu"
+    assert cfg.prompt.temperature == 0.3 and cfg.prompt.max_tokens == 150
+    assert cfg.prompt.system == "You are a commentator. Your task is to summarize highlights from article."
+    assert cfg.prompt.user.startswith("# Article:\n{article}\n\n#Instructions:\n")
+
+
+def test_l4_profile_sets_processor_and_engine():
+    cfg = compose_config("model=llama31_8b", "hw=l4")
+    assert cfg.hw.accelerator_type == "L4" and cfg.hw.gpus_per_replica == 1
+    assert cfg.processor.batch_size == 16 and cfg.processor.concurrency == 1
+    assert cfg.engine.max_model_len == 16384 and cfg.engine.enable_chunked_prefill is True
+    assert cfg.engine.max_num_batched_tokens == 2048
+    assert cfg.engine.tensor_parallel_size == 1 and cfg.engine.pipeline_parallel_size == 1
+    assert cfg.model.path == "unsloth/Llama-3.1-8B-Instruct"
+
+
+def test_command_line_beats_the_hw_profile():
+    cfg = compose_config("hw=l4", "engine.max_num_batched_tokens=4096")
+    assert cfg.engine.max_num_batched_tokens == 4096
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("+engine.max_num_seq=8", "max_num_seq"),  # typo of max_num_seqs
+        ("+model.weight=dummy", "weight"),
+        ("+hw.gpus=2", "gpus"),
+    ],
+)
+def test_unknown_key_fails_naming_it(override, key):
+    # Without `+` Hydra refuses the key itself; with `+` it adds it, and the schema check
+    # that runs before anything else refuses it.
+    with pytest.raises(ConfigCompositionException) as caught:
+        compose_config(override.lstrip("+"))
+    assert key in str(caught.value.__cause__ or caught.value)
+    with pytest.raises(schema.UnknownKeyError) as caught:
+        schema.validate(compose_config(override))
+    assert key in str(caught.value) and "engine.extra" in str(caught.value)
+
+
+def test_extra_engine_arguments_pass_the_schema_check():
+    schema.validate(compose_config("+engine.extra.swap_space=4"))
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [("engine.max_num_seqs=lots", "max_num_seqs"), ("prompt.temperature=warm", "temperature"), ("processor.batch_size=1.5", "batch_size")],
+)
+def test_wrong_type_fails_naming_it(override, key):
+    with pytest.raises(ConfigCompositionException) as caught:
+        compose_config(override)
+    assert key in str(caught.value.__cause__ or caught.value)
+
+
+def test_unknown_key_in_a_yaml_option_fails(tmp_path):
+    conf = tmp_path / "conf"
+    import shutil
+
+    shutil.copytree(CONF_DIR, conf)
+    (conf / "model" / "typo.yaml").write_text("name: typo\nsource: hub\npath: x/y\ncontext_length: 10\nmax_len: 5\n")
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        with pytest.raises(ConfigCompositionException) as caught:
+            compose(config_name="config", overrides=["model=typo"])
+    assert "max_len" in str(caught.value.__cause__ or caught.value)
+
+
+def test_unknown_group_option_fails_listing_the_choices():
+    with pytest.raises(ConfigCompositionException) as caught:
+        compose_config("hw=tpu_v9")
+    message = str(caught.value)
+    assert "tpu_v9" in message and "cpu" in message and "l4" in message
