@@ -1,0 +1,80 @@
+"""The benchmark (python -m runner.bench) on the CPU path: both sides, same prompts, real figures."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from runner import bench
+
+ROOT = Path(__file__).resolve().parents[1]
+ROWS, MAX_TOKENS = 8, 16
+
+
+def test_figures_and_ratios_from_marks():
+    marks = {"child_start": 101.0, "imported": 103.0, "first_request_in": 110.0, "last_output_out": 120.0, "results_written": 121.0}
+    result = {"marks": marks, "rows": 10, "input_tokens": 1000, "output_tokens": 200}
+    plain = bench.figures(result, spawned=100.0, exited=125.0)
+    assert plain["ready_s"] == 10.0 and plain["generation_s"] == 10.0 and plain["e2e_s"] == 25.0
+    assert plain["req_per_s"] == 1.0 and plain["output_tokens_per_s"] == 20.0 and plain["total_tokens_per_s"] == 120.0
+    ours = dict(plain, output_tokens_per_s=19.0, e2e_s=30.0)
+    ratio = bench.ratios({"plain": plain, "pipeline": ours})
+    assert ratio["output_tokens_per_s"] == pytest.approx(0.95) and ratio["e2e_s"] == pytest.approx(1.2)
+
+
+def test_start_up_durations_are_read_from_vllm_logs():
+    log = "\n".join(
+        [
+            "(EngineCore pid=1) INFO 11-27 09:14:30 [core.py:133] Initializing a V1 LLM engine (v0.26.0) with config: x",
+            "(Worker pid=2) INFO 11-27 09:14:40 [default_loader.py:501] Loading weights took 0.86 seconds",
+            "(EngineCore pid=1) INFO 11-27 09:14:41 [backends.py:1] torch.compile takes 23.10 s in total",
+            "(EngineCore pid=1) INFO 11-27 09:14:49 [core.py:402] init engine (profile, create kv cache, warmup model) took 6.89 s",
+        ]
+    )
+    from datetime import datetime
+
+    spawned = datetime(datetime.now().year, 11, 27, 9, 14, 0).timestamp()
+    found = bench.log_figures(log, spawned)
+    assert found["weights_load_s"] == 0.86 and found["compile_s"] == 23.1 and found["engine_init_s"] == 6.89
+    assert found["at_engine_core_start_s"] == 30.0 and found["at_engine_init_done_s"] == 49.0
+
+
+@pytest.mark.slow
+def test_bench_runs_plain_vllm_and_the_pipeline_on_the_same_prompts(tmp_path):
+    out, json_path = tmp_path / "bench", tmp_path / "result.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [
+            sys.executable, "-m", "runner.bench", "--out", str(out), "--json", str(json_path), "--no-prewarm",
+            "dataset=synthetic", "prompt=raw", f"dataset.num_rows={ROWS}", "dataset.input_tokens=32",
+            f"prompt.max_tokens={MAX_TOKENS}", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db",
+        ],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    summary = json.loads(json_path.read_text())
+    assert json.loads((out / "bench.json").read_text())["results"].keys() == {"plain", "pipeline"}
+    for side in ("plain", "pipeline"):
+        result = summary["results"][side]
+        assert "error" not in result, result
+        assert result["rows"] == ROWS and result["output_tokens"] == ROWS * MAX_TOKENS  # ignore_eos: exact
+        for key in ("ready_s", "generation_s", "e2e_s", "req_per_s", "total_tokens_per_s", "output_tokens_per_s"):
+            assert result[key] > 0, (side, key)
+        assert result["ready_s"] + result["generation_s"] <= result["e2e_s"] + 1.0
+        assert result["input_tokens"] >= ROWS * 32
+    # The same prompts reach both engines: the same input token count, row by row.
+    assert summary["tokens"]["rows_matched"] == ROWS
+    assert summary["tokens"]["max_abs_input_token_diff"] <= 1
+    assert set(summary["ratios"]) == set(bench.RATIO_KEYS)
+    assert "| output tokens/s (generation) |" in summary["table"]
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["runner"], filter_string="tags.`runner.kind` = 'bench'")
+    assert len(runs) == 1
+    row = runs.iloc[0]
+    assert row["metrics.plain.output_tokens"] == row["metrics.pipeline.output_tokens"] == ROWS * MAX_TOKENS
+    assert row["metrics.ratio.output_tokens_per_s"] > 0
