@@ -47,7 +47,7 @@ def peek_columns(dataset: Mapping[str, Any]) -> Optional[List[str]]:
     path = local_path(dataset)
     if not path.exists():
         raise DatasetError(f"dataset.path={dataset['path']!r}: {path} does not exist. Fix: give an existing file or folder")
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))) if path.is_dir() else [path]
+    files = _files(path)
     if not files:
         raise DatasetError(f"dataset.path={dataset['path']!r}: the folder {path} holds no files")
     fmt = file_format(dataset)
@@ -76,6 +76,74 @@ def peek_columns(dataset: Mapping[str, Any]) -> Optional[List[str]]:
     else:
         raise DatasetError(f"dataset.path={dataset['path']!r}: unknown file type '{fmt}'; use .jsonl, .parquet or .csv")
     raise DatasetError(f"dataset.path={dataset['path']!r}: the dataset is empty (no rows). Fix: point it at data with rows")
+
+
+def _files(path: Path) -> List[Path]:
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
+    return [path]
+
+
+def count_rows(dataset: Mapping[str, Any], hub_token: Optional[str] = None) -> int:
+    """Input rows (after `limit`), counted by streaming through the files, never loading them."""
+    source, limit = dataset["source"], dataset.get("limit")
+    if source == "synthetic":
+        total = int(dataset["num_rows"])
+    elif source == "hub":
+        import datasets
+
+        total = len(datasets.load_dataset(dataset["path"], dataset.get("hub_config"), split=dataset["split"], token=hub_token))
+    else:
+        fmt, files = file_format(dataset), _files(local_path(dataset))
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            total = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        elif fmt == "csv":
+            import pyarrow.csv as pcsv
+
+            total = sum(batch.num_rows for f in files for batch in pcsv.open_csv(f))
+        else:
+            total = 0
+            for f in files:
+                with open(f, encoding="utf-8") as handle:
+                    total += sum(1 for line in handle if line.strip())
+    return min(total, int(limit)) if limit else total
+
+
+def head_rows(dataset: Mapping[str, Any], n: int) -> Optional[List[dict]]:
+    """The first n input rows, read on the driver (None for hub datasets: no network here)."""
+    source = dataset["source"]
+    if source == "hub":
+        return None
+    if source == "synthetic":
+        count = min(n, int(dataset["num_rows"]))
+        return [{"id": f"synthetic-{i:08d}", "prompt": " ".join(["hello"] * int(dataset["input_tokens"])) + f" {i}"} for i in range(count)]
+    fmt, rows = file_format(dataset), []
+    for f in _files(local_path(dataset)):
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=min(n, 1024)):
+                rows.extend(batch.to_pylist())
+                if len(rows) >= n:
+                    return rows[:n]
+        elif fmt == "csv":
+            import csv
+
+            with open(f, encoding="utf-8", newline="") as handle:
+                for row in csv.DictReader(handle):
+                    rows.append(row)
+                    if len(rows) >= n:
+                        return rows
+        else:
+            with open(f, encoding="utf-8") as handle:
+                for line in handle:
+                    if line.strip():
+                        rows.append(json.loads(line))
+                        if len(rows) >= n:
+                            return rows
+    return rows
 
 
 def read(dataset: Mapping[str, Any], hub_token: Optional[str] = None):

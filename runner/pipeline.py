@@ -64,12 +64,33 @@ def start_ray(cfg: Mapping[str, Any], env: Dict[str, str]) -> None:
     ray.init(**kwargs)
 
 
-def _preprocess(row: Dict[str, Any], prompt_cfg: Dict[str, Any], columns: Dict[str, str]) -> Dict[str, Any]:
-    return {**row, **prompt.build_request(row, prompt_cfg, columns)}
+ROW_ERROR = "__runner_error__"
+
+
+def _placeholder_request(prompt_cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """What a row that cannot become a prompt sends to the engine: one token of work, so the
+    row still flows through the single streaming pass and is accounted for at the end.
+    Same fields and types as a real request, since rows share one Arrow schema per block."""
+    request: Dict[str, Any] = {"sampling_params": {**prompt.sampling_params(prompt_cfg), "max_tokens": 1}}
+    if prompt_cfg["chat_template"]:
+        request["messages"] = [{"role": "user", "content": "."}]
+    else:
+        request["prompt"] = "."
+    return request
+
+
+def _preprocess(row: Dict[str, Any], prompt_cfg: Dict[str, Any], columns: Dict[str, str], id_column: str, fail_fast: bool) -> Dict[str, Any]:
+    try:
+        return {**row, **prompt.build_request(row, prompt_cfg, columns), ROW_ERROR: ""}
+    except prompt.PromptInputError as error:
+        reason = f"row {id_column}={row.get(id_column)!r}: {error}"
+        if fail_fast:
+            raise prompt.PromptInputError(f"{reason}. Fix the data, or set errors.on_row_error=continue") from None
+        return {**row, **_placeholder_request(prompt_cfg), ROW_ERROR: str(error)}
 
 
 def _postprocess(row: Dict[str, Any], original_columns: List[str]) -> Dict[str, Any]:
-    return results.shape_result(row, original_columns)
+    return results.shape_result(row, original_columns, error=row.get(ROW_ERROR) or row.get("__inference_error__") or "")
 
 
 def build_processor(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[str, str], original_columns: List[str]):
@@ -91,6 +112,9 @@ def build_processor(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[s
         placement_group_config={"bundles": bundles},
         # Engine metrics go to Ray's Prometheus exporter, which needs ray[serve]'s packages.
         log_engine_metrics=False,
+        # A row the engine rejects (e.g. a prompt longer than the context) becomes a
+        # failed row instead of stopping the run, unless the run is set to fail fast.
+        should_continue_on_error=cfg["errors"]["on_row_error"] == "continue",
         chat_template_stage={"enabled": bool(cfg["prompt"]["chat_template"]), **light},
         tokenize_stage={"enabled": bool(proc["tokenize_stage"]), **light},
         detokenize_stage={"enabled": bool(proc["detokenize_stage"]), **light},
@@ -98,24 +122,74 @@ def build_processor(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[s
     if proc.get("max_concurrent_batches"):
         config_kwargs["max_concurrent_batches"] = int(proc["max_concurrent_batches"])
     prompt_cfg = dict(cfg["prompt"])
-    return build(
-        vLLMEngineProcessorConfig(**config_kwargs),
-        preprocess=functools.partial(_preprocess, prompt_cfg=prompt_cfg, columns=prompt.column_map(prompt_cfg)),
-        postprocess=functools.partial(_postprocess, original_columns=original_columns),
-        preprocess_map_kwargs=light,
-        postprocess_map_kwargs=light,
+    preprocess = functools.partial(
+        _preprocess, prompt_cfg=prompt_cfg, columns=prompt.column_map(prompt_cfg),
+        id_column=cfg["dataset"]["id_column"], fail_fast=cfg["errors"]["on_row_error"] == "fail",
+    )
+    # No processor-level postprocess: Ray Data LLM hands it only the rows that succeeded,
+    # and every row, failed ones included, must be shaped and accounted for.
+    processor = build(vLLMEngineProcessorConfig(**config_kwargs), preprocess=preprocess, preprocess_map_kwargs=light)
+    postprocess = functools.partial(_postprocess, original_columns=original_columns)
+    return lambda dataset: processor(dataset).map(postprocess, **light)
+
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return run_dir / "checkpoint"
+
+
+def enable_checkpoint(cfg: Mapping[str, Any], run_dir: Path) -> None:
+    """Record finished row ids as results are written, so a killed run resumes where it was.
+
+    Ray Data skips ids it finds in the checkpoint when the same run folder is run again,
+    and deletes the checkpoint once the whole dataset is written.
+    """
+    from ray.data import DataContext
+    from ray.data.checkpoint import CheckpointConfig
+
+    DataContext.get_current().checkpoint_config = CheckpointConfig(
+        id_column=cfg["dataset"]["id_column"], checkpoint_path=str(checkpoint_dir(run_dir).resolve())
     )
 
 
-def run(cfg: Mapping[str, Any], location: ModelLocation, run_dir: Path, hub_token: Optional[str]) -> PipelineRun:
+def stop_ray(grace_s: float = 15.0) -> List[int]:
+    """Shut Ray down and make sure nothing it started lives on; returns the pids killed.
+
+    Engine processes outlive `ray.shutdown()` by tens of seconds, holding a core: the next
+    job of a sweep would be measured against them, and Ctrl-C would leave them behind.
+    Everything a local Ray starts descends from this process, so those are waited for and,
+    after the grace period, killed.
+    """
+    import psutil
     import ray
 
+    descendants = psutil.Process().children(recursive=True)
+    ray.shutdown()
+    _, alive = psutil.wait_procs(descendants, timeout=grace_s)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    if alive:
+        log.info("killed %d process(es) left after Ray shut down", len(alive))
+    return [p.pid for p in alive]
+
+
+def run(
+    cfg: Mapping[str, Any],
+    location: ModelLocation,
+    run_dir: Path,
+    hub_token: Optional[str],
+    original_columns: Optional[List[str]] = None,
+) -> PipelineRun:
     started_at = time.time()
     env = worker_env(cfg, hub_token)
     start_ray(cfg, env)
     try:
+        enable_checkpoint(cfg, run_dir)
         dataset = data.read(cfg["dataset"], hub_token)
-        original_columns = list(dataset.schema().names)
+        original_columns = original_columns or list(dataset.schema().names)
         processor = build_processor(cfg, location, env, original_columns)
         out = processor(dataset)
         results_dir = run_dir / "results"
@@ -125,4 +199,4 @@ def run(cfg: Mapping[str, Any], location: ModelLocation, run_dir: Path, hub_toke
             out.write_parquet(str(results_dir))
         return PipelineRun(results_dir=results_dir, started_at=started_at, finished_at=time.time())
     finally:
-        ray.shutdown()
+        stop_ray()

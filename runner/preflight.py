@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from typing import Any, List, Mapping
+from typing import Any, List, Mapping, Optional
 
 from runner import data, models, prompt
 
@@ -58,12 +58,8 @@ def check_hardware(cfg: Mapping[str, Any]) -> List[str]:
     return problems
 
 
-def check_prompt_and_data(cfg: Mapping[str, Any]) -> List[str]:
+def check_prompt_and_data(cfg: Mapping[str, Any], columns: Optional[List[str]]) -> List[str]:
     problems = []
-    try:
-        columns = data.peek_columns(cfg["dataset"])
-    except data.DatasetError as error:
-        return [str(error)]
     try:
         wanted = prompt.column_map(cfg["prompt"])
     except ValueError as error:
@@ -100,7 +96,57 @@ def check_limits(cfg: Mapping[str, Any]) -> List[str]:
     return problems
 
 
-def run_checks(cfg: Mapping[str, Any]) -> None:
-    problems = check_hardware(cfg) + check_limits(cfg) + check_prompt_and_data(cfg) + models.check(cfg["model"])
+def run_checks(cfg: Mapping[str, Any]) -> Optional[List[str]]:
+    """Raise PreflightError listing every problem; return the dataset's columns (None if unknown)."""
+    problems = check_hardware(cfg) + check_limits(cfg) + models.check(cfg["model"])
+    columns = None
+    try:
+        columns = data.peek_columns(cfg["dataset"])
+        problems += check_prompt_and_data(cfg, columns)
+    except data.DatasetError as error:
+        problems.append(str(error))
     if problems:
         raise PreflightError(problems)
+    return columns
+
+
+def check_prompt_lengths(cfg: Mapping[str, Any], tokenizer_source: str) -> Optional[str]:
+    """Tokenize the first rows' prompts as the engine will see them; describe any that cannot fit.
+
+    Returns None when all fit or when no tokenizer is available offline.
+    """
+    rows = data.head_rows(cfg["dataset"], int(cfg["errors"]["length_check_rows"]))
+    if not rows:
+        return None
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, local_files_only=True)
+    except Exception:  # noqa: BLE001 - the engine will load it; this check is best effort
+        return None
+    prompt_cfg = cfg["prompt"]
+    columns = prompt.column_map(prompt_cfg)
+    max_model_len = cfg["engine"]["max_model_len"] or cfg["model"]["context_length"]
+    max_tokens = int(prompt_cfg["max_tokens"])
+    over, longest = 0, 0
+    for row in rows:
+        try:
+            request = prompt.build_request(row, prompt_cfg, columns)
+        except prompt.PromptInputError:
+            continue  # reported per row as a failed row, or stops a fail-fast run
+        if "messages" in request:
+            ids = tokenizer.apply_chat_template(request["messages"], add_generation_prompt=True, tokenize=True)
+            if isinstance(ids, dict) or hasattr(ids, "keys"):
+                ids = ids["input_ids"]
+        else:
+            ids = tokenizer(request["prompt"])["input_ids"]
+        longest = max(longest, len(ids))
+        over += len(ids) + max_tokens > max_model_len
+    if not over:
+        return None
+    return (
+        f"{over} of the first {len(rows)} rows need more than max_model_len={max_model_len} tokens "
+        f"(longest prompt {longest} tokens + prompt.max_tokens={max_tokens}). Fix: engine.max_model_len={longest + max_tokens} "
+        f"(the model allows {cfg['model']['context_length']}), or lower prompt.max_tokens, or shorten the inputs; "
+        "with errors.on_row_error=continue, prompts longer than the context go to failed/ and the rest run"
+    )

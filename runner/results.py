@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, Mapping, Optional, Sequence
 
+ERROR_COLUMN = "error"
 GENERATION_COLUMNS = (
     "generated_text",
     "num_input_tokens",
@@ -15,6 +16,7 @@ GENERATION_COLUMNS = (
     "latency_s",
     "ttft_s",
     "finished_at",
+    ERROR_COLUMN,
 )
 
 
@@ -24,7 +26,9 @@ def _metric(metrics: Any, key: str) -> Optional[float]:
     return None
 
 
-def shape_result(row: Mapping[str, Any], original_columns: Sequence[str], now: Optional[float] = None) -> Dict[str, Any]:
+def shape_result(
+    row: Mapping[str, Any], original_columns: Sequence[str], now: Optional[float] = None, error: str = ""
+) -> Dict[str, Any]:
     """Keep the input row's own columns and the generation's text, token counts and timing.
 
     `latency_s` is the engine call's duration as Ray Data measures it; `finished_at` is a
@@ -44,4 +48,8 @@ def shape_result(row: Mapping[str, Any], original_columns: Sequence[str], now: O
         ttft_s=_metric(metrics, "first_token_latency"),
         finished_at=finished_at,
     )
+    out[ERROR_COLUMN] = error
+    if error:
+        # A failed row's generation is the placeholder's (or nothing): it must not read as output.
+        out.update(generated_text="", num_input_tokens=0, num_generated_tokens=0)
     return out

@@ -134,6 +134,15 @@ class OutputConfig:
 
 
 @dataclass
+class ErrorsConfig:
+    # continue: a row that fails (bad field, prompt too long, engine error) goes to the
+    # run's failed/ folder with its reason and the run goes on; fail: it stops the run.
+    on_row_error: str = "continue"
+    # Rows whose prompts are tokenized before the run, to find any that cannot fit.
+    length_check_rows: int = 10000
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -144,6 +153,7 @@ class RunConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    errors: ErrorsConfig = field(default_factory=ErrorsConfig)
     # Check config, model and data, print the plan, start nothing.
     dry_run: bool = False
 

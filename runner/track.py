@@ -14,9 +14,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--outputs-root", type=Path, default=Path("outputs"))
+    parser.add_argument("--uri", help="log to this tracking store instead of the one the run was configured with")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    run_id = tracking.log_run_folder(args.run_dir, args.outputs_root)
+    run_id = tracking.log_run_folder(args.run_dir, args.outputs_root, uri=args.uri)
     print(f"logged {args.run_dir} as MLflow run {run_id}")
 
 

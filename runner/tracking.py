@@ -20,6 +20,7 @@ MAX_PARAM_CHARS = 6000
 DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 SAMPLE_TEXT_CHARS = 400
+SYSTEM_CSV = "system_metrics.csv"
 
 
 def default_uri(outputs_root: Path) -> str:
@@ -28,6 +29,31 @@ def default_uri(outputs_root: Path) -> str:
 
 def resolve_uri(tracking: Mapping[str, Any], outputs_root: Path) -> str:
     return tracking.get("uri") or default_uri(outputs_root)
+
+
+def probe(tracking: Mapping[str, Any], outputs_root: Path) -> Optional[str]:
+    """Why the tracking store cannot be reached, or None. Cheap: no MLflow call, no retries."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    uri = resolve_uri(tracking, outputs_root)
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        port = parsed.port or (443 if parsed.scheme == "https" else 80)
+        try:
+            socket.create_connection((parsed.hostname, port), timeout=3).close()
+        except OSError as error:
+            return f"tracking.uri={uri} cannot be reached ({error})"
+    elif parsed.scheme == "sqlite":
+        folder = Path(uri[len("sqlite:///"):]).parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            return f"tracking.uri={uri}: cannot create {folder} ({error})"
+        if not os.access(folder, os.W_OK):
+            return f"tracking.uri={uri}: {folder} is not writable"
+    return None
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
@@ -75,13 +101,88 @@ def sample_table(results_dir: Path, fmt: str, text_columns: Iterable[str], rows:
     return frame
 
 
+def _log_system_series(mlflow, csv_path: Path) -> None:
+    if not csv_path.is_file():
+        return
+    import csv
+
+    from mlflow.entities import Metric
+
+    metrics = []
+    with open(csv_path, newline="") as handle:
+        for step, sample in enumerate(csv.DictReader(handle)):
+            stamp = int(1000 * float(sample.pop("time_s")))
+            for key, value in sample.items():
+                if value not in ("", None):
+                    metrics.append(Metric(key, float(value), stamp, step))
+    if metrics:
+        run_id = mlflow.active_run().info.run_id
+        client = mlflow.MlflowClient()
+        for start in range(0, len(metrics), 1000):
+            client.log_batch(run_id, metrics=metrics[start : start + 1000])
+
+
+def start_sweep_run(tracking: Mapping[str, Any], outputs_root: Path, sweep_id: str, sweep_dir: Path, sweep_params: Mapping[str, str]) -> str:
+    """The parent run of a multirun; its jobs are nested under it. Returns its run id."""
+    import mlflow
+
+    mlflow.set_tracking_uri(resolve_uri(tracking, outputs_root))
+    exp_id = experiment_id(mlflow, tracking["experiment"], outputs_root)
+    client = mlflow.MlflowClient()
+    run = client.create_run(
+        exp_id,
+        run_name=f"sweep-{sweep_id}",
+        tags={"runner.role": "sweep", "runner.sweep_id": sweep_id, "runner.sweep_dir": str(Path(sweep_dir).resolve())},
+    )
+    for key, value in sweep_params.items():
+        client.log_param(run.info.run_id, f"sweep.{key}", str(value)[:MAX_PARAM_CHARS])
+    return run.info.run_id
+
+
+def end_sweep_run(tracking: Mapping[str, Any], outputs_root: Path, run_id: str, jobs: int, failed: int) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(resolve_uri(tracking, outputs_root))
+    client = mlflow.MlflowClient()
+    client.log_metric(run_id, "jobs", jobs)
+    client.log_metric(run_id, "jobs_failed", failed)
+    client.set_terminated(run_id, "FAILED" if jobs and failed == jobs else "FINISHED")
+
+
+def log_failed_run(
+    config: Mapping[str, Any],
+    outputs_root: Path,
+    error: str,
+    parent_run_id: Optional[str] = None,
+    tags: Optional[Mapping[str, str]] = None,
+) -> str:
+    """Record a job that did not finish: its config, the error, status FAILED."""
+    import mlflow
+
+    tracking = config["tracking"]
+    mlflow.set_tracking_uri(resolve_uri(tracking, outputs_root))
+    exp_id = experiment_id(mlflow, tracking["experiment"], outputs_root)
+    client = mlflow.MlflowClient()
+    all_tags = {"runner.status": "failed", "runner.error": redaction.mask_text(error)[:5000], **(tags or {})}
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    run = client.create_run(exp_id, run_name=f"{config['model']['name']}-{config['hw']['name']}-failed", tags=all_tags)
+    params = _params(config)
+    items = list(params.items())
+    for start in range(0, len(items), 100):
+        client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in items[start : start + 100]])
+    client.set_terminated(run.info.run_id, "FAILED")
+    return run.info.run_id
+
+
 def log_run_folder(
     run_dir: Path,
     outputs_root: Path,
     parent_run_id: Optional[str] = None,
     tags: Optional[Mapping[str, str]] = None,
+    uri: Optional[str] = None,
 ) -> str:
-    """Log a run folder to MLflow; returns the MLflow run id."""
+    """Log a run folder to MLflow (to `uri` if given, else the run's own store); returns the run id."""
     import mlflow
     import yaml
 
@@ -89,7 +190,7 @@ def log_run_folder(
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     summary = json.loads((run_dir / "metrics.json").read_text())
     tracking = config["tracking"]
-    mlflow.set_tracking_uri(resolve_uri(tracking, outputs_root))
+    mlflow.set_tracking_uri(uri or resolve_uri(tracking, outputs_root))
     exp_id = experiment_id(mlflow, tracking["experiment"], outputs_root)
     results_dir = run_dir / "results"
     fmt = config["output"]["format"]
@@ -105,10 +206,13 @@ def log_run_folder(
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name, parent_run_id=parent_run_id, tags=all_tags) as run:
         mlflow.log_params(_params(config))
         mlflow.log_metrics({k: float(v) for k, v in summary["metrics"].items()})
+        _log_system_series(mlflow, run_dir / SYSTEM_CSV)
         mlflow.log_artifact(str(run_dir / "config.yaml"))
         mlflow.log_artifact(str(run_dir / "metrics.json"))
         if tracking.get("log_results", True) and results_dir.is_dir():
             mlflow.log_artifacts(str(results_dir), artifact_path="results")
+        if (run_dir / "failed").is_dir():
+            mlflow.log_artifacts(str(run_dir / "failed"), artifact_path="failed")
         text_columns = list(summary.get("prompt_columns", []))
         table = sample_table(results_dir, fmt, text_columns, int(tracking.get("sample_rows", 8)))
         if table is not None:

@@ -25,3 +25,10 @@ def test_timing_falls_back_to_the_local_clock():
     row = {**ENGINE_ROW, "metrics": None}
     out = shape_result(row, ["id"], now=5000.0)
     assert out["finished_at"] == 5000.0 and out["ttft_s"] is None
+
+
+def test_a_failed_row_keeps_its_reason_and_no_generation():
+    out = shape_result(ENGINE_ROW, ["id"], error="column 'article' is missing")
+    assert out["error"] == "column 'article' is missing"
+    assert out["generated_text"] == "" and out["num_generated_tokens"] == 0 and out["num_input_tokens"] == 0
+    assert shape_result(ENGINE_ROW, ["id"])["error"] == ""

@@ -1,0 +1,96 @@
+"""Multirun bookkeeping: one MLflow parent run per sweep, its jobs nested under it.
+
+A Hydra callback (registered in conf/config.yaml) opens the parent run when a multirun
+starts and closes it, with the comparison table and plot, when the last job ends. Each
+sweep gets a fresh id, so a re-run sweep never mixes with an old one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from hydra.core.utils import JobStatus
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from runner import tracking
+
+log = logging.getLogger(__name__)
+
+SWEEP_ID_ENV = "RUNNER_SWEEP_ID"
+PARENT_RUN_ENV = "RUNNER_SWEEP_PARENT_RUN_ID"
+OUTPUTS_ROOT = Path("outputs")
+
+
+def current() -> Dict[str, Optional[str]]:
+    """The sweep the running job belongs to (ids are empty outside a multirun)."""
+    return {"sweep_id": os.environ.get(SWEEP_ID_ENV), "parent_run_id": os.environ.get(PARENT_RUN_ENV)}
+
+
+def job_tags(overrides: List[str]) -> Dict[str, str]:
+    ids = current()
+    tags = {"runner.overrides": " ".join(overrides)}
+    if ids["sweep_id"]:
+        tags.update({"runner.role": "job", "runner.sweep_id": ids["sweep_id"]})
+    return tags
+
+
+class SweepTracking(Callback):
+    def __init__(self) -> None:
+        self.results: List[str] = []
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        sweep_id = f"{sweep_dir.name}-{uuid.uuid4().hex[:6]}"
+        os.environ[SWEEP_ID_ENV] = sweep_id
+        os.environ.pop(PARENT_RUN_ENV, None)
+        self.results = []
+        if not config.tracking.enabled:
+            return
+        swept = config.hydra.sweeper.get("params")
+        params = dict(OmegaConf.to_container(swept)) if swept else {}
+        params["overrides"] = " ".join(config.hydra.overrides.task)
+        try:
+            parent = tracking.start_sweep_run(OmegaConf.to_container(config.tracking), OUTPUTS_ROOT, sweep_id, sweep_dir, params)
+        except Exception as error:  # noqa: BLE001 - jobs still run and write results; they log unnested
+            log.error("tracking: could not open the sweep's parent run (%s); jobs are logged without it", error)
+            return
+        os.environ[PARENT_RUN_ENV] = parent
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / "sweep.json").write_text(json.dumps({"sweep_id": sweep_id, "parent_run_id": parent}))
+        log.info("sweep %s: MLflow parent run %s", sweep_id, parent)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        if os.environ.get(SWEEP_ID_ENV):
+            ok = job_return.status == JobStatus.COMPLETED and job_return.return_value == "finished"
+            self.results.append("finished" if ok else "failed")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        parent = os.environ.pop(PARENT_RUN_ENV, None)
+        sweep_id = os.environ.pop(SWEEP_ID_ENV, None)
+        if not parent:
+            return
+        tracking_cfg = OmegaConf.to_container(config.tracking)
+        failed = sum(1 for r in self.results if r != "finished")
+        tracking.end_sweep_run(tracking_cfg, OUTPUTS_ROOT, parent, len(self.results), failed)
+        if len(self.results) > failed:
+            self._compare(tracking_cfg, sweep_id, parent)
+
+    @staticmethod
+    def _compare(tracking_cfg: Dict[str, Any], sweep_id: str, parent: str) -> None:
+        from runner import compare
+
+        try:
+            result = compare.compare(
+                tracking.resolve_uri(tracking_cfg, OUTPUTS_ROOT), tracking_cfg["experiment"], sweep_id=sweep_id,
+                parent_run_id=parent, out_png=OUTPUTS_ROOT / "compare" / f"{sweep_id}.png",
+            )
+        except Exception as error:  # noqa: BLE001 - the sweep's runs are logged; comparing can be redone
+            log.error("comparison failed (%s); redo it with: python -m runner.compare --sweep %s", error, sweep_id)
+            return
+        print(result.text, flush=True)
