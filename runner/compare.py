@@ -128,7 +128,7 @@ def _experiment(client, name: str, uri: str):
     if experiment is None:
         names = [e.name for e in client.search_experiments(max_results=20)]
         known = f" (experiments there: {', '.join(names)})" if names else " (it has no experiments)"
-        raise CompareError(f"no experiment {name!r} at {uri}{known}; pass --experiment NAME")
+        raise CompareError(f"no experiment {name!r} at {uri}{known}; pass --experiment NAME or --uri")
     return experiment
 
 
@@ -136,6 +136,18 @@ def _recent_sweeps(client, experiment_id: str, n: int = 5) -> str:
     parents = _search(client, experiment_id, "tags.`runner.role` = 'sweep'", ["attributes.start_time DESC"], n)
     ids = [r.data.tags.get("runner.sweep_id", r.info.run_id) for r in parents]
     return f"recent sweeps: {', '.join(ids)}" if ids else "the experiment has no sweeps"
+
+
+def _elsewhere(client, sweep_id: Optional[str] = None) -> str:
+    """Where sweeps are when the named experiment has none (an overlay may set tracking.experiment)."""
+    try:
+        experiments = {e.experiment_id: e.name for e in client.search_experiments(max_results=1000)}
+        query = "tags.`runner.role` = 'sweep'" + (f" and tags.`runner.sweep_id` = {_quoted(sweep_id, '--sweep')}" if sweep_id else "")
+        runs = client.search_runs(list(experiments), query, order_by=["attributes.start_time DESC"], max_results=50)
+    except Exception:  # noqa: BLE001 - only a hint
+        return ""
+    names = list(dict.fromkeys(experiments[r.info.experiment_id] for r in runs))
+    return f"; sweeps are in experiment {', '.join(map(repr, names))} (pass --experiment {names[0]})" if names else ""
 
 
 def _status(run) -> str:
@@ -166,7 +178,8 @@ def _select(client, experiment, uri: str, sweep_id: Optional[str], parent_run_id
         except Exception as error:  # MlflowException: RESOURCE_DOES_NOT_EXIST or a malformed id
             raise CompareError(f"no run {parent_run_id!r} at {uri}; check --parent ({type(error).__name__})") from None
         if parent.info.experiment_id != exp_id:
-            raise CompareError(f"run {parent_run_id} is not in experiment {exp_name!r}; pass its --experiment")
+            other = client.get_experiment(parent.info.experiment_id).name
+            raise CompareError(f"run {parent_run_id} is in experiment {other!r}, not {exp_name!r}; pass --experiment {other}")
         tagged = parent.data.tags.get("runner.sweep_id")
         if sweep_id and tagged and tagged != sweep_id:
             raise CompareError(f"run {parent_run_id} belongs to sweep {tagged!r}, not {sweep_id!r}; pass only one of --sweep/--parent")
@@ -182,8 +195,8 @@ def _select(client, experiment, uri: str, sweep_id: Optional[str], parent_run_id
         found = _search(client, exp_id, "tags.`runner.role` = 'sweep'", ["attributes.start_time DESC"], 1)
         if not found:
             raise CompareError(
-                f"no sweep found in experiment {exp_name!r} at {uri}; run a multirun (python -m runner -m ...) "
-                "or pass --sweep ID, --parent RUN_ID or --all"
+                f"no sweep found in experiment {exp_name!r} at {uri}{_elsewhere(client)}; run a multirun "
+                "(python -m runner -m ...) or pass --sweep ID, --parent RUN_ID or --all"
             )
         parent = found[0]
         sweep_id = parent.data.tags.get("runner.sweep_id")
@@ -198,7 +211,7 @@ def _select(client, experiment, uri: str, sweep_id: Optional[str], parent_run_id
                 jobs.setdefault(run.info.run_id, run)
     if not jobs:
         if parent is None:
-            what, fix = f"no sweep {sweep_id!r}", "pass --sweep with one of them, or --all"
+            what, fix = f"no sweep {sweep_id!r}", f"pass --sweep with one of them, or --all{_elsewhere(client, sweep_id)}"
         else:
             what, fix = f"no job runs under parent run {parent.info.run_id}", "pass another --sweep/--parent, or --all"
         raise CompareError(f"{what} in experiment {exp_name!r} at {uri} ({_recent_sweeps(client, exp_id)}); {fix}")
@@ -304,11 +317,15 @@ def _build(runs, metric: str, forced: Optional[List[str]]):
     else:
         swept = _swept(frame, params, overrides)
 
+    # Overrides every job shares (+experiment=..., model=...) say nothing about one job.
+    tagged = [r.data.tags["runner.overrides"].split() for r in runs if r.data.tags.get("runner.overrides", "").strip()]
+    common = set.intersection(*map(set, tagged)) if len(tagged) > 1 else set()
     labels = []
     for run, record in zip(runs, records):
         # The overrides string names a job, unless it lacks a swept key (e.g. --all across sweeps).
-        text = run.data.tags.get("runner.overrides", "").strip()
-        given = overrides[run.info.run_id]
+        items = run.data.tags.get("runner.overrides", "").split()
+        text = " ".join(i for i in items if i not in common) or " ".join(items)
+        given = _overrides(text)
         if not text or not all(k in given or (k.endswith(".name") and k[: -len(".name")] in given) for k in swept):
             text = " ".join(f"{k}={record.get(k)}" for k in swept) or text or run.info.run_name or run.info.run_id[:8]
         labels.append(text)
@@ -410,7 +427,8 @@ def format_table(comparison: Comparison) -> str:
     lines = [
         f"{scope}, experiment {comparison.experiment!r}: {len(table)} jobs"
         + (f", {n_failed} failed" if n_failed else "")
-        + f"; swept: {', '.join(comparison.swept) or 'nothing varies'}; sorted by {comparison.metric}",
+        + f"; swept: {', '.join(comparison.swept) or 'nothing varies'}; sorted by {comparison.metric}"
+        + (" (lowest first)" if _lower_is_better(comparison.metric) else " (highest first)"),
         body,
         "",
     ]
@@ -443,7 +461,7 @@ def plot(comparison: Comparison, out_png: Path) -> Path:
     swept = comparison.swept
     numeric = len(swept) == 1 and _numeric(list(done[swept[0]]))
     if numeric:
-        done = done.sort_values(swept[0], kind="stable")
+        done = done[done[swept[0]].notna()].sort_values(swept[0], kind="stable")
         x = done[swept[0]].astype(float).to_numpy()
         xlabel = swept[0]
     else:
@@ -456,23 +474,27 @@ def plot(comparison: Comparison, out_png: Path) -> Path:
     series = [(comparison.metric, f"{comparison.metric} (end to end)")]
     if comparison.metric != STEADY_METRIC:
         series.append((STEADY_METRIC, f"{STEADY_METRIC} (steady state)"))
+    zero = ZERO_COST_NOTE in comparison.notes
+    # All costs 0 (a free CPU): a flat line says nothing; show what "cheapest" then means.
+    spend = done["wall_s"] / done["rows"].where(done["rows"] > 0) if zero else done[COST_METRIC]
     if numeric:
         for column, label in series:
             throughput.plot(x, done[column], marker="o", label=label)
-        cost.plot(x, done[COST_METRIC], marker="o", color="tab:red")
+        cost.plot(x, spend, marker="o", color="tab:red")
     else:
         width = 0.8 / len(series)
         for i, (column, label) in enumerate(series):
             throughput.bar([p + (i - (len(series) - 1) / 2) * width for p in x], done[column], width, label=label)
-        cost.bar(x, done[COST_METRIC], 0.6, color="tab:red")
+        cost.bar(x, spend, 0.6, color="tab:red")
     throughput.set_title(f"throughput\nfastest: {comparison.fastest}", fontsize="medium")
     throughput.set_ylabel("per second")
     throughput.legend(fontsize="small")
-    if ZERO_COST_NOTE in comparison.notes:
-        cost.set_title(f"cost per 1M output tokens: all 0 (hw price_per_hour is 0)\ncheapest by wall_s per row: {comparison.cheapest}", fontsize="medium")
+    if zero:
+        cost.set_title(f"all costs are 0 (hw price_per_hour is 0): wall_s per row instead\ncheapest: {comparison.cheapest}", fontsize="medium")
+        cost.set_ylabel("wall_s per row")
     else:
         cost.set_title(f"cost per 1M output tokens\ncheapest: {comparison.cheapest}", fontsize="medium")
-    cost.set_ylabel("USD")
+        cost.set_ylabel("USD per 1M output tokens")
     for ax in (throughput, cost):
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
@@ -566,7 +588,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     which.add_argument("--parent", metavar="RUN_ID", help="the sweep's parent run id")
     which.add_argument("--all", action="store_true", help="every finished job of the experiment")
     parser.add_argument("--param", nargs="+", action="extend", metavar="KEY", help="swept param keys to show (default: those that differ)")
-    parser.add_argument("--metric", default=DEFAULT_METRIC, help=f"what fastest means, highest wins (default: {DEFAULT_METRIC})")
+    parser.add_argument("--metric", default=DEFAULT_METRIC, help=f"what fastest means: highest rate wins, lowest duration (*_s, not *_per_s) wins (default: {DEFAULT_METRIC})")
     parser.add_argument("--out", type=Path, metavar="PATH.png", help="where to write the plot (default: outputs/compare/<sweep>.png beside a SQLite store)")
     parser.add_argument("--no-log", action="store_true", help="do not log comparison.png/.txt to the parent run")
     args = parser.parse_args(argv)

@@ -55,7 +55,7 @@ def job(batch_size, price, wall, out_tokens, steady, startup, rows=100, hw="l4",
     return {"overrides": f"processor.batch_size={batch_size}", "params": params, "metrics": metrics, "status": status, "error": error}
 
 
-def log_sweep(client, experiment_id, sweep_id, jobs, start, overrides_tag=True):
+def log_sweep(client, experiment_id, sweep_id, jobs, start, overrides_tag=True, common=""):
     """A multirun as the runner logs it: a parent run and one nested run per job."""
     parent = client.create_run(
         experiment_id, start_time=start, run_name=f"sweep-{sweep_id}",
@@ -70,7 +70,7 @@ def log_sweep(client, experiment_id, sweep_id, jobs, start, overrides_tag=True):
             "runner.status": spec["status"],
         }
         if overrides_tag:
-            tags["runner.overrides"] = spec["overrides"]
+            tags["runner.overrides"] = f"{common} {spec['overrides']}".strip()
         if spec["error"]:
             tags["runner.error"] = spec["error"]
         run_id = client.create_run(experiment_id, start_time=start + 1000 * (i + 1), tags=tags, run_name=f"{sweep_id}-{i}").info.run_id
@@ -112,7 +112,8 @@ def store(tmp_path_factory):
     exp = client.create_experiment("runner", artifact_location=(root / "mlartifacts").as_uri())
     old_parent, old_children = log_sweep(client, exp, "s1", OLD, T0)
     cpu_parent, _ = log_sweep(client, exp, "cpu", CPU, T0 + 100_000)
-    new_parent, new_children = log_sweep(client, exp, "s2", NEW, T0 + 200_000)
+    # Overrides every job shares are left out of the job labels.
+    new_parent, new_children = log_sweep(client, exp, "s2", NEW, T0 + 200_000, common="+experiment=batch_size_sweep model=llama31_8b")
     return {
         "root": root, "uri": uri, "client": client, "experiment": exp,
         "new_parent": new_parent, "new_children": new_children, "old_parent": old_parent,
@@ -190,6 +191,9 @@ def test_forced_param_and_other_metric(store, tmp_path):
     assert list(result.table["processor.batch_size"]) == [32, 16, 8, 64]
     assert result.fastest == "hw.price_per_hour=7.2 processor.batch_size=32"  # the overrides lack the price
     assert_png(result.plot_path)  # several params: categorical x axis labelled by the job labels
+    by_startup = cmp.compare(store["uri"], "runner", metric="startup_s", out_png=tmp_path / "s.png", log_to_parent=False)
+    assert list(by_startup.table["processor.batch_size"]) == [8, 16, 32, 64]  # a duration: lowest first
+    assert by_startup.fastest == "processor.batch_size=8"
     with pytest.raises(cmp.CompareError, match=r"processor\.batch_size.*--param"):
         cmp.compare(store["uri"], "runner", params=["processor.batch_sise"], log_to_parent=False)
     with pytest.raises(cmp.CompareError, match="--metric"):
@@ -242,6 +246,16 @@ def test_clear_errors(store, tmp_path):
         cmp.compare(uri, "runner")
     with pytest.raises(cmp.CompareError, match="no finished job.*--experiment"):
         cmp.compare(uri, "runner", all_runs=True)
+    # An overlay that sets tracking.experiment puts its sweeps elsewhere: the message says where.
+    client = MlflowClient(tracking_uri=uri)
+    other = client.create_experiment("batch_size_sweep", artifact_location=(tmp_path / "b").as_uri())
+    parent, _ = log_sweep(client, other, "b1", CPU, T0)
+    with pytest.raises(cmp.CompareError, match="no sweep found.*pass --experiment batch_size_sweep"):
+        cmp.compare(uri, "runner")
+    with pytest.raises(cmp.CompareError, match="no sweep 'b1'.*pass --experiment batch_size_sweep"):
+        cmp.compare(uri, "runner", sweep_id="b1")
+    with pytest.raises(cmp.CompareError, match="is in experiment 'batch_size_sweep'.*--experiment batch_size_sweep"):
+        cmp.compare(uri, "runner", parent_run_id=parent)
 
 
 def run_cli(*args, cwd=REPO):
@@ -285,7 +299,6 @@ def test_tracking_server(tmp_path):
              "--default-artifact-root", str(tmp_path / "art"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
             stdout=server_log, stderr=subprocess.STDOUT, start_new_session=True,  # its own group: uvicorn + job runner
         )
-    T=time.monotonic()
     try:
         deadline = time.monotonic() + 75  # ~30 s on a busy 2-core machine
         while True:
@@ -299,7 +312,7 @@ def test_tracking_server(tmp_path):
                 pytest.fail(f"mlflow server did not start (exit code {server.poll()}):\n{log_path.read_text()[-3000:]}")
             time.sleep(0.5)
 
-        print("started", time.monotonic()-T); client = MlflowClient(tracking_uri=url)
+        client = MlflowClient(tracking_uri=url)
         exp = client.create_experiment("remote")
         parent, children = log_sweep(client, exp, "r1", NEW[:2], T0)
         result = cmp.compare(url, "remote", out_png=tmp_path / "remote.png")
@@ -309,10 +322,9 @@ def test_tracking_server(tmp_path):
         assert_png(result.plot_path)
         assert {"comparison.png", "comparison.txt"} <= {a.path for a in client.list_artifacts(parent)}
     finally:
-        print("done", time.monotonic()-T)
         os.killpg(server.pid, signal.SIGTERM)
         try:
-            server.wait(timeout=10); print("stopped", time.monotonic()-T)
+            server.wait(timeout=10)
         except subprocess.TimeoutExpired:
             pass
         try:
