@@ -137,16 +137,24 @@ def checkpoint_dir(run_dir: Path) -> Path:
     return run_dir / "checkpoint"
 
 
-def enable_checkpoint(cfg: Mapping[str, Any], run_dir: Path) -> None:
+def set_checkpoint(cfg: Mapping[str, Any], run_dir: Path) -> None:
     """Record finished row ids as results are written, so a killed run resumes where it was.
 
     Ray Data skips ids it finds in the checkpoint when the same run folder is run again,
-    and deletes the checkpoint once the whole dataset is written.
+    and deletes the checkpoint once the whole dataset is written. The setting is
+    process-wide, so each job of a sweep sets (or clears) its own.
     """
     from ray.data import DataContext
     from ray.data.checkpoint import CheckpointConfig
 
-    DataContext.get_current().checkpoint_config = CheckpointConfig(
+    context = DataContext.get_current()
+    if cfg["dataset"]["source"] == "hub":
+        # Ray Data checkpoints pipelines that start with a file read; a hub dataset is
+        # materialized by `datasets` first. Save it as parquet and use dataset=parquet to resume.
+        log.warning("dataset.source=hub: this run cannot be resumed if killed")
+        context.checkpoint_config = None
+        return
+    context.checkpoint_config = CheckpointConfig(
         id_column=cfg["dataset"]["id_column"], checkpoint_path=str(checkpoint_dir(run_dir).resolve())
     )
 
@@ -187,7 +195,7 @@ def run(
     env = worker_env(cfg, hub_token)
     start_ray(cfg, env)
     try:
-        enable_checkpoint(cfg, run_dir)
+        set_checkpoint(cfg, run_dir)
         dataset = data.read(cfg["dataset"], hub_token)
         original_columns = original_columns or list(dataset.schema().names)
         processor = build_processor(cfg, location, env, original_columns)

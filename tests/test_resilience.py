@@ -1,0 +1,156 @@
+"""Nothing lost: failed rows accounted for, killed runs resumed exactly once, clean shutdown."""
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import mlflow
+import psutil
+import pytest
+
+from tests.e2e_helpers import ROOT, SAMPLE_NEWS, read_results, run_cli
+
+ENGINE_PROCESS_MARKERS = ("ray::", "raylet", "gcs_server", "VLLM", "EngineCore", "default_worker", "dashboard")
+
+
+def write_mixed_dataset(path: Path) -> None:
+    good = [json.loads(line) for line in SAMPLE_NEWS.read_text().splitlines()[:3]]
+    rows = [{"id": r["id"], "article": r["article"]} for r in good]
+    rows += [{"id": "bad-null", "article": None}, {"id": "bad-missing"}, {"id": "bad-long", "article": " ".join(["word"] * 3000)}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.mark.slow
+def test_failed_rows_are_accounted_for_and_tracking_outage_loses_nothing(tmp_path):
+    data = tmp_path / "mixed.jsonl"
+    write_mixed_dataset(data)
+    done = run_cli(
+        tmp_path, "dataset=jsonl", f"dataset.path={data}", "engine.max_model_len=1024", "prompt.max_tokens=16",
+        "tracking.uri=http://127.0.0.1:9", "hydra.run.dir=outputs/runs/mixed",
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-4000:]
+    run_dir = tmp_path / "outputs/runs/mixed"
+    # The prompt that cannot fit was announced before the run, with the numbers and the fix.
+    assert "1 of the first 6 rows need more than max_model_len=1024" in output and "engine.max_model_len=" in output
+
+    ok = read_results(run_dir / "results")
+    assert sorted(r["id"] for r in ok) == ["news-001", "news-002", "news-003"]
+    assert all(r["generated_text"].strip() and r["error"] == "" for r in ok)
+    failed = [json.loads(line) for f in sorted((run_dir / "failed").glob("*.jsonl")) for line in f.read_text().splitlines()]
+    reasons = {r["id"]: r["error"] for r in failed}
+    assert set(reasons) == {"bad-null", "bad-missing", "bad-long"}
+    assert "article" in reasons["bad-null"] and "article" in reasons["bad-missing"]
+    assert "maximum context length" in reasons["bad-long"]
+    assert all(r["generated_text"] == "" and r["num_generated_tokens"] == 0 for r in failed)
+
+    figures = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    assert (figures["rows_in"], figures["rows_ok"], figures["rows_failed"], figures["duplicate_rows"]) == (6, 3, 3, 0)
+
+    # The store was down: said so, with the command that re-logs the folder.
+    assert "tracking failed" in output and f"python -m runner.track {run_dir}" in output.replace(str(tmp_path) + "/", str(tmp_path) + "/")
+    store = f"sqlite:///{tmp_path}/relogged.db"
+    relog = subprocess.run(
+        [sys.executable, "-m", "runner.track", str(run_dir), "--uri", store, "--outputs-root", str(tmp_path / "outputs")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert relog.returncode == 0, relog.stderr[-3000:]
+    mlflow.set_tracking_uri(store)
+    run = mlflow.search_runs(experiment_names=["runner"]).iloc[0]
+    assert (run["metrics.rows_in"], run["metrics.rows_ok"], run["metrics.rows_failed"]) == (6, 3, 3)
+
+
+@pytest.mark.slow
+def test_fail_fast_stops_before_the_run_on_a_prompt_that_cannot_fit(tmp_path):
+    data = tmp_path / "mixed.jsonl"
+    write_mixed_dataset(data)
+    done = run_cli(
+        tmp_path, "dataset=jsonl", f"dataset.path={data}", "engine.max_model_len=1024", "prompt.max_tokens=16",
+        "errors.on_row_error=fail", "hydra.run.dir=outputs/runs/strict",
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output[-3000:]
+    assert "1 of the first 6 rows need more than max_model_len=1024" in output and "Traceback" not in output
+    assert not (tmp_path / "outputs/runs/strict/results").exists()
+
+
+def start_background_run(cwd: Path, *overrides: str) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    # Its own process group: Ctrl-C in a terminal signals the whole foreground group.
+    return subprocess.Popen(
+        [sys.executable, "-m", "runner", *overrides], cwd=cwd, env=env,
+        stdout=open(cwd / "run.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+
+
+def wait_for_partial_results(results_dir: Path, proc: subprocess.Popen, files: int = 2, timeout: float = 400) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if len(glob.glob(str(results_dir / "*.parquet"))) >= files:
+            return
+        time.sleep(0.2)
+    pytest.fail(f"no partial results within {timeout} s (exit {proc.poll()})")
+
+
+# One batch in flight at a time, so results land batch by batch and a kill falls mid-run.
+SLOW_TRICKLE = ("processor.batch_size=4", "processor.max_concurrent_batches=1", "prompt.max_tokens=48")
+
+
+def engine_processes(since: float):
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline", "create_time"]):
+        try:
+            text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["name"] or "")
+            if proc.info["create_time"] >= since - 1 and any(marker in text for marker in ENGINE_PROCESS_MARKERS):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_killed_run_resumes_and_writes_each_row_once(tmp_path):
+    run_dir = tmp_path / "outputs/runs/killed"
+    proc = start_background_run(tmp_path, *SLOW_TRICKLE, "hydra.run.dir=outputs/runs/killed")
+    wait_for_partial_results(run_dir / "results", proc)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started, as if the node died
+    proc.wait(timeout=60)
+    before = read_results(run_dir / "results")
+    assert 0 < len(before) < 32, "the kill did not fall mid-run"
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "runner.resume", str(run_dir)], cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)},
+    )
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    after = read_results(run_dir / "results")
+    counts = Counter(r["id"] for r in after)
+    expected = [json.loads(line)["id"] for line in SAMPLE_NEWS.read_text().splitlines()]
+    assert sorted(counts) == sorted(expected) and max(counts.values()) == 1
+    assert {r["id"] for r in before} <= set(counts)
+    figures = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    assert (figures["rows_in"], figures["rows_ok"], figures["duplicate_rows"]) == (32, 32, 0)
+
+
+@pytest.mark.slow
+def test_ctrl_c_leaves_no_engine_or_ray_process_and_readable_results(tmp_path):
+    started = time.time()
+    run_dir = tmp_path / "outputs/runs/interrupted"
+    proc = start_background_run(tmp_path, *SLOW_TRICKLE, "hydra.run.dir=outputs/runs/interrupted")
+    wait_for_partial_results(run_dir / "results", proc)
+    assert engine_processes(started), "the run should have engine processes while it runs"
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) != 0
+    deadline = time.time() + 30
+    while engine_processes(started) and time.time() < deadline:
+        time.sleep(1)
+    left = [(p.pid, p.info["name"]) for p in engine_processes(started)]
+    assert left == []
+    rows = read_results(run_dir / "results")
+    assert rows and all(r["generated_text"] for r in rows)

@@ -1,0 +1,80 @@
+"""A real sweep on the CPU default: parent run, nested jobs, a failed job, the comparison."""
+
+import mlflow
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.e2e_helpers import run_cli
+
+SMALL_JOB = ("dataset.limit=6", "prompt.max_tokens=24")
+PER_JOB_METRICS = [
+    "startup_s", "generation_s", "wall_s", "rows_per_s", "output_tokens_per_s", "total_tokens_per_s",
+    "steady_rows_per_s", "steady_output_tokens_per_s", "steady_total_tokens_per_s", "latency_p50_s", "latency_p95_s",
+    "cost_per_1m_output_tokens_usd", "cost_per_1k_rows_usd", "cpu_utilization_mean_pct", "driver_rss_peak_mb",
+]
+
+
+@pytest.fixture(scope="module")
+def two_sweeps(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("sweep")
+    first = run_cli(cwd, "-m", "processor.batch_size=2,4", *SMALL_JOB)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
+    # The same sweep again, plus a job that cannot start: it must not mix with the first.
+    second = run_cli(cwd, "-m", "processor.batch_size=4", "prompt.max_tokens=24,5000", "dataset.limit=6")
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-5000:]
+    mlflow.set_tracking_uri(f"sqlite:///{cwd}/outputs/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["runner"], order_by=["attributes.start_time ASC"])
+    return cwd, first, second, runs
+
+
+def children_of(runs, parent_id):
+    return runs[runs["tags.mlflow.parentRunId"] == parent_id]
+
+
+@pytest.mark.slow
+def test_each_sweep_is_a_parent_with_its_own_jobs(two_sweeps):
+    _, _, _, runs = two_sweeps
+    parents = runs[runs["tags.runner.role"] == "sweep"]
+    assert len(parents) == 2 and parents["tags.runner.sweep_id"].nunique() == 2
+    first, second = parents.iloc[0], parents.iloc[1]
+    first_jobs = children_of(runs, first.run_id)
+    assert sorted(first_jobs["tags.runner.overrides"]) == [
+        "processor.batch_size=2 dataset.limit=6 prompt.max_tokens=24",
+        "processor.batch_size=4 dataset.limit=6 prompt.max_tokens=24",
+    ]
+    assert set(first_jobs["tags.runner.sweep_id"]) == {first["tags.runner.sweep_id"]}
+    for _, job in first_jobs.iterrows():
+        assert job["metrics.rows"] == 6 and job["status"] == "FINISHED"
+        for metric in PER_JOB_METRICS:
+            assert job[f"metrics.{metric}"] >= 0, metric
+        assert job["metrics.startup_s"] > 0 and job["metrics.steady_output_tokens_per_s"] > job["metrics.output_tokens_per_s"]
+    second_jobs = children_of(runs, second.run_id)
+    assert len(second_jobs) == 2 and set(second_jobs["tags.runner.sweep_id"]) == {second["tags.runner.sweep_id"]}
+
+
+@pytest.mark.slow
+def test_a_failed_job_is_recorded_and_the_sweep_goes_on(two_sweeps):
+    _, _, second, runs = two_sweeps
+    parent = runs[runs["tags.runner.role"] == "sweep"].iloc[1]
+    jobs = children_of(runs, parent.run_id)
+    failed = jobs[jobs["status"] == "FAILED"]
+    assert len(failed) == 1
+    assert "prompt.max_tokens=5000" in failed.iloc[0]["tags.runner.overrides"]
+    assert "prompt.max_tokens=5000" in failed.iloc[0]["tags.runner.error"]
+    assert (jobs["status"] == "FINISHED").sum() == 1
+    assert parent["metrics.jobs"] == 2 and parent["metrics.jobs_failed"] == 1
+
+
+@pytest.mark.slow
+def test_the_comparison_is_printed_and_plotted_on_the_parent(two_sweeps):
+    cwd, first, _, runs = two_sweeps
+    parent = runs[runs["tags.runner.role"] == "sweep"].iloc[0]
+    jobs = children_of(runs, parent.run_id)
+    fastest = jobs.sort_values("metrics.output_tokens_per_s", ascending=False).iloc[0]
+    batch = fastest["params.processor.batch_size"]
+    table_lines = [line for line in first.stdout.splitlines() if "fastest" in line]
+    assert table_lines and batch in table_lines[0].split()
+    names = {a.path for a in MlflowClient().list_artifacts(parent.run_id)}
+    assert {"comparison.png", "comparison.txt"} <= names
+    png = MlflowClient().download_artifacts(parent.run_id, "comparison.png", str(cwd))
+    assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
