@@ -31,15 +31,21 @@ def shape_result(
 ) -> Dict[str, Any]:
     """Keep the input row's own columns and the generation's text, token counts and timing.
 
-    `latency_s` is the engine call's duration as Ray Data measures it; `finished_at` is a
-    wall-clock time, from vLLM's request arrival time where the engine reports it (it is
-    exact) and from this call's clock otherwise (later by the hand-off between stages).
+    Where vLLM reports request metrics, `latency_s` is the request's time inside the engine
+    (queued to last token) and `finished_at` its wall-clock end (arrival + that time).
+    Otherwise `latency_s` is the engine call as Ray Data times it (which also counts the
+    wait for a free slot) and `finished_at` this call's clock (later by the hand-off
+    between stages).
     """
     out = {column: row.get(column) for column in original_columns}
-    latency = float(row.get("time_taken_llm") or 0.0)
     metrics = row.get("metrics")
-    arrival = _metric(metrics, "arrival_time")
-    finished_at = arrival + latency if arrival is not None else (now if now is not None else time.time())
+    arrival, queued, last_token = (_metric(metrics, k) for k in ("arrival_time", "queued_ts", "last_token_ts"))
+    if arrival is not None and queued is not None and last_token is not None:
+        latency = max(last_token - queued, 0.0)
+        finished_at = arrival + latency
+    else:
+        latency = float(row.get("time_taken_llm") or 0.0)
+        finished_at = now if now is not None else time.time()
     out.update(
         generated_text=row.get("generated_text") or "",
         num_input_tokens=int(row.get("num_input_tokens") or 0),
