@@ -7,7 +7,8 @@
 The overrides are the same config groups `python -m runner` takes. Each side runs in a fresh
 process (`python -m runner.bench --child plain|pipeline ...`), one after the other, each with
 an empty vLLM/torch compile cache of its own (`--cache cold`, the default) or with a private
-copy of an existing one (`--cache DIR`), so neither side warms the other.
+copy of the one the same side left in an earlier bench's run folder (`--cache RUN_DIR`, warm
+start), so neither side warms the other.
 
 Plain side: the rows the dataset group reads, turned into prompts by the prompt group (chat
 prompts through the tokenizer's chat template exactly as Ray's ChatTemplateStage applies it),
@@ -277,11 +278,17 @@ def _read_results(results_dir: Path, fmt: str) -> Dict[str, list]:
 
 
 def _cache_env(side_dir: Path, cache: str) -> Dict[str, str]:
+    """Compile-cache folders for one side: empty ('cold'), or a private copy of an earlier one.
+
+    `cache` may be an earlier bench's run folder (each side then copies the cache its own side
+    left there: plain and pipeline engines do not hash to the same compile-cache key) or a cache folder.
+    """
     root = side_dir / "cache"
     if root.exists():
         shutil.rmtree(root)
     if cache != "cold":
-        shutil.copytree(cache, root)
+        source = Path(cache) / side_dir.name / "cache"
+        shutil.copytree(source if source.is_dir() else Path(cache), root)
     root.mkdir(parents=True, exist_ok=True)
     env = {}
     for var, sub in CACHE_ENV.items():
@@ -619,7 +626,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--sides", default=",".join(SIDES), help="plain,pipeline (default) or one of them")
     parser.add_argument("--out", type=Path, help="run folder (default outputs/bench/<time>)")
     parser.add_argument("--json", type=Path, help="also write the result JSON here")
-    parser.add_argument("--cache", default="cold", help="'cold' (each side starts with empty compile caches) or a cache folder each side gets a private copy of")
+    parser.add_argument("--cache", default="cold", help="'cold' (each side starts with empty compile caches) or an earlier bench's run folder: each side starts from a copy of the caches its side left there")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds each side may take")
     parser.add_argument("--no-prewarm", action="store_true", help="skip the untimed import of vLLM/torch before the sides")
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
