@@ -59,8 +59,11 @@ def start_ray(cfg: Mapping[str, Any], env: Dict[str, str]) -> None:
     kwargs: Dict[str, Any] = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
     if cfg["ray"].get("address"):
         kwargs["address"] = cfg["ray"]["address"]
-    elif cfg["ray"].get("num_cpus"):
-        kwargs["num_cpus"] = int(cfg["ray"]["num_cpus"])
+    else:
+        # The dashboard's processes start beside the engine and take CPU it needs to start.
+        kwargs["include_dashboard"] = bool(cfg["ray"]["dashboard"])
+        if cfg["ray"].get("num_cpus"):
+            kwargs["num_cpus"] = int(cfg["ray"]["num_cpus"])
     ray.init(**kwargs)
 
 

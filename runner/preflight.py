@@ -110,6 +110,25 @@ def run_checks(cfg: Mapping[str, Any]) -> Optional[List[str]]:
     return columns
 
 
+# Room for what a chat template adds around the messages (role markers, special tokens).
+CHAT_TEMPLATE_MARGIN_TOKENS = 64
+
+
+def _byte_bound(rows, prompt_cfg: Mapping[str, Any], columns: Mapping[str, str]) -> int:
+    """An upper bound on any row's prompt tokens, without a tokenizer: a byte-level BPE or
+    byte-fallback token covers at least one byte, so a prompt has at most as many tokens as
+    UTF-8 bytes (plus the template's own tokens)."""
+    longest = 0
+    for row in rows:
+        try:
+            request = prompt.build_request(row, prompt_cfg, columns)
+        except prompt.PromptInputError:
+            continue
+        texts = [m["content"] for m in request.get("messages", [])] or [request.get("prompt", "")]
+        longest = max(longest, sum(len(t.encode("utf-8")) for t in texts))
+    return longest + CHAT_TEMPLATE_MARGIN_TOKENS
+
+
 def check_prompt_lengths(cfg: Mapping[str, Any], tokenizer_source: str) -> Optional[str]:
     """Tokenize the first rows' prompts as the engine will see them; describe any that cannot fit.
 
@@ -128,6 +147,8 @@ def check_prompt_lengths(cfg: Mapping[str, Any], tokenizer_source: str) -> Optio
     columns = prompt.column_map(prompt_cfg)
     max_model_len = cfg["engine"]["max_model_len"] or cfg["model"]["context_length"]
     max_tokens = int(prompt_cfg["max_tokens"])
+    if _byte_bound(rows, prompt_cfg, columns) + max_tokens <= max_model_len:
+        return None
     over, longest = 0, 0
     for row in rows:
         try:
