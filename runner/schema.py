@@ -115,7 +115,7 @@ class RayConfig:
     address: Optional[str] = None
     # Logical CPUs of a local Ray (more than the cores, so that each stage can hold an actor).
     num_cpus: Optional[int] = None
-    # Ray's web dashboard for a local Ray (progress, actors, logs); off saves start-up CPU.
+    # Ray's web dashboard for a local Ray (needs ray[default]); off spares its processes' CPU.
     dashboard: bool = False
 
 
