@@ -31,7 +31,7 @@ def main(cfg: DictConfig) -> str:
         if isinstance(error, CONFIG_ERRORS):
             log.error("%s", error)
         else:
-            log.exception("the run failed")
+            log.exception("the run failed; rows already written are kept. Finish it with: python -m runner.resume %s", run_dir)
         if not in_sweep:
             sys.exit(2 if isinstance(error, CONFIG_ERRORS) else 1)
         # One failed job must not end the sweep: record it and let the next one run.

@@ -55,7 +55,17 @@ def run(
     tracking_problem = tracking.probe(config["tracking"], outputs_root) if config["tracking"]["enabled"] else None
     if tracking_problem:
         log.warning("%s: the run goes on and writes its results; logging will be skipped", tracking_problem)
+    location = _locate_and_check_lengths(config)
+    if config["dry_run"]:
+        log.info("dry run: config, model and data checked; config saved to %s", run_dir / "config.yaml")
+        return outcome
+    _execute(config, location, run_dir, columns, resume, outcome)
+    if config["tracking"]["enabled"]:
+        _track(config, run_dir, outputs_root, parent_run_id, tags, tracking_problem, outcome)
+    return outcome
 
+
+def _locate_and_check_lengths(config: Dict[str, Any]) -> models.ModelLocation:
     location = models.locate(config["model"])
     log.info("model %s loads from %s %s", config["model"]["name"], location.source, location.note)
     too_long = preflight.check_prompt_lengths(config, location.source)
@@ -63,10 +73,11 @@ def run(
         raise preflight.PreflightError([too_long])
     if too_long:
         log.warning("%s", too_long)
-    if config["dry_run"]:
-        log.info("dry run: config, model and data checked; config saved to %s", run_dir / "config.yaml")
-        return outcome
+    return location
 
+
+def _execute(config: Dict[str, Any], location: models.ModelLocation, run_dir: Path, columns, resume: bool, outcome: RunOutcome) -> None:
+    """Pipeline, then row accounting and figures, into the run folder."""
     fmt = config["output"]["format"]
     if resume:
         dropped = accounting.drop_unreadable(run_dir / "results", fmt)
@@ -83,9 +94,7 @@ def run(
     outcome.metrics.update(monitor.summary())
     outcome.metrics.update(counts.as_dict())
     if not counts.balanced:
-        log.error(
-            "row accounting does not balance: %s. Resume with python -m runner.resume %s", counts.as_dict(), run_dir
-        )
+        log.error("row accounting does not balance: %s. Resume with python -m runner.resume %s", counts.as_dict(), run_dir)
     elif counts.rows_failed:
         log.warning("%d row(s) failed; they are in %s with their reasons", counts.rows_failed, run_dir / accounting.FAILED_DIR)
     summary = {
@@ -97,16 +106,16 @@ def run(
     log.info("results: %s", done.results_dir)
     log.info("metrics: %s", json.dumps({k: round(v, 3) for k, v in outcome.metrics.items()}))
 
-    if config["tracking"]["enabled"]:
-        relog = f"python -m runner.track {run_dir}"
-        if tracking_problem:
-            outcome.tracking_error = tracking_problem
-            log.error("tracking failed (%s); the results are in %s. Re-log them with: %s", tracking_problem, run_dir, relog)
-            return outcome
+
+def _track(config, run_dir: Path, outputs_root: Path, parent_run_id, tags, tracking_problem, outcome: RunOutcome) -> None:
+    relog = f"python -m runner.track {run_dir}"
+    if tracking_problem:
+        outcome.tracking_error = tracking_problem
+    else:
         try:
             outcome.mlflow_run_id = tracking.log_run_folder(run_dir, outputs_root, parent_run_id, tags)
             log.info("MLflow run %s at %s", outcome.mlflow_run_id, tracking.resolve_uri(config["tracking"], outputs_root))
+            return
         except Exception as error:  # noqa: BLE001 - results are safe on disk whatever the store says
             outcome.tracking_error = f"{type(error).__name__}: {error}"
-            log.error("tracking failed (%s); the results are in %s. Re-log them with: %s", outcome.tracking_error, run_dir, relog)
-    return outcome
+    log.error("tracking failed (%s); the results are in %s. Re-log them with: %s", outcome.tracking_error, run_dir, relog)
