@@ -137,17 +137,17 @@ def check_prompt_lengths(cfg: Mapping[str, Any], tokenizer_source: str) -> Optio
     rows = data.head_rows(cfg["dataset"], int(cfg["errors"]["length_check_rows"]))
     if not rows:
         return None
-    try:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, local_files_only=True)
-    except Exception:  # noqa: BLE001 - the engine will load it; this check is best effort
-        return None
     prompt_cfg = cfg["prompt"]
     columns = prompt.column_map(prompt_cfg)
     max_model_len = cfg["engine"]["max_model_len"] or cfg["model"]["context_length"]
     max_tokens = int(prompt_cfg["max_tokens"])
     if _byte_bound(rows, prompt_cfg, columns) + max_tokens <= max_model_len:
+        return None
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, local_files_only=True)
+    except Exception:  # noqa: BLE001 - the engine will load it; this check is best effort
         return None
     over, longest = 0, 0
     for row in rows:
