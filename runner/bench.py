@@ -1,6 +1,6 @@
 """Side by side: plain vLLM (`LLM.generate`) and our pipeline, on the same prompts and engine settings.
 
-    python -m runner.bench +experiment=bench_h100                      (the GPU benchmark of BENCHMARKS.md)
+    python -m runner.bench +experiment=bench_h100                      (the GPU benchmark in README.md)
     python -m runner.bench dataset=synthetic prompt=raw dataset.num_rows=8 prompt.max_tokens=16   (CPU)
     python -m runner.bench --sides pipeline +experiment=bench_h100 processor.batch_size=16
 
