@@ -16,6 +16,7 @@ from typing import List
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from runner.result_files import list_files
 from runner.results import ERROR_COLUMN
 
 FAILED_DIR = "failed"
@@ -34,12 +35,6 @@ class RowCounts:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def result_files(folder: Path) -> List[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
 
 
 def _read(path: Path, fmt: str) -> pa.Table:
@@ -68,7 +63,7 @@ def _write_atomic(table: pa.Table, path: Path, fmt: str) -> None:
 def drop_unreadable(results_dir: Path, fmt: str) -> List[Path]:
     """Remove result files a killed run left half-written; their rows were never checkpointed."""
     dropped = []
-    for path in result_files(results_dir):
+    for path in list_files(results_dir):
         try:
             _read(path, fmt)
         except (pa.ArrowInvalid, OSError):
@@ -81,7 +76,7 @@ def settle(run_dir: Path, fmt: str, id_column: str, rows_in: int) -> RowCounts:
     """Move failed rows from results/ to failed/ and count every row once."""
     results_dir, failed_dir = run_dir / "results", run_dir / FAILED_DIR
     ok_ids, failed_ids = [], []
-    for path in result_files(results_dir):
+    for path in list_files(results_dir):
         table = _read(path, fmt)
         if ERROR_COLUMN in table.column_names and table.num_rows:
             failed_mask = pc.not_equal(pc.fill_null(table[ERROR_COLUMN], ""), "")
@@ -96,7 +91,7 @@ def settle(run_dir: Path, fmt: str, id_column: str, rows_in: int) -> RowCounts:
                 table = table.filter(pc.invert(failed_mask))
                 _write_atomic(table, path, fmt)
         ok_ids.append(table[id_column].cast(pa.string()))
-    for path in result_files(failed_dir):
+    for path in list_files(failed_dir):
         failed_ids.append(_read(path, "jsonl")[id_column].cast(pa.string()))
     all_ids = pa.chunked_array(ok_ids + failed_ids, type=pa.string())
     rows_ok = sum(len(a) for a in ok_ids)

@@ -14,7 +14,7 @@ from typing import Any, Dict, Optional
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from runner import accounting, data, metrics, models, pipeline, preflight, prompt, redaction, schema, sysmon, tracking
+from runner import accounting, data, metrics, models, pipeline, preflight, prompt, redaction, result_files, schema, sysmon, tracking
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def run(
     schema.validate(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     columns = preflight.run_checks(config)
-    if not resume and accounting.result_files(run_dir / "results"):
+    if not resume and result_files.list_files(run_dir / "results"):
         raise preflight.PreflightError([f"{run_dir} already holds results. Fix: resume it with python -m runner.resume {run_dir}"])
     run_dir.mkdir(parents=True, exist_ok=True)
     save_config(config, run_dir)

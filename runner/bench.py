@@ -44,6 +44,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
+from runner import result_files
+
 log = logging.getLogger("runner.bench")
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,7 +228,7 @@ def child_pipeline(run_dir: Path) -> None:
 
     table = _read_results(outcome.results_dir, config["output"]["format"])
     starts = [f - l for f, l in zip(table["finished_at"], table["latency_s"])]
-    files = [p for p in Path(outcome.results_dir).rglob("*") if p.is_file() and not p.name.startswith((".", "_"))]
+    files = result_files.list_files(outcome.results_dir)
     marks["first_request_in"] = min(starts)
     marks["last_output_out"] = max(p.stat().st_mtime for p in files)
     marks["results_written"] = marks["last_output_out"]
@@ -266,10 +268,7 @@ def _wrap_timed(module, name: str, marks: Dict[str, float]) -> None:
 
 
 def _read_results(results_dir: Path, fmt: str) -> Dict[str, list]:
-    import pyarrow.dataset as pds
-
-    files = sorted(str(p) for p in Path(results_dir).rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
-    dataset = pds.dataset(files, format=pds.JsonFileFormat() if fmt == "jsonl" else "parquet")
+    dataset = result_files.open_dataset(results_dir, fmt)
     wanted = ["id", "num_input_tokens", "num_generated_tokens", "latency_s", "finished_at"]
     return dataset.to_table(columns=[c for c in wanted if c in dataset.schema.names]).to_pydict()
 

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any, List, Mapping, Optional
 
+from runner.result_files import list_files
+
 ASSETS = Path(__file__).resolve().parent / "assets"
 FILE_SOURCES = ("bundled", "jsonl", "parquet", "csv")
 SOURCES = FILE_SOURCES + ("hub", "synthetic")
@@ -47,7 +49,7 @@ def peek_columns(dataset: Mapping[str, Any]) -> Optional[List[str]]:
     path = local_path(dataset)
     if not path.exists():
         raise DatasetError(f"dataset.path={dataset['path']!r}: {path} does not exist. Fix: give an existing file or folder")
-    files = _files(path)
+    files = list_files(path)
     if not files:
         raise DatasetError(f"dataset.path={dataset['path']!r}: the folder {path} holds no files")
     fmt = file_format(dataset)
@@ -78,12 +80,6 @@ def peek_columns(dataset: Mapping[str, Any]) -> Optional[List[str]]:
     raise DatasetError(f"dataset.path={dataset['path']!r}: the dataset is empty (no rows). Fix: point it at data with rows")
 
 
-def _files(path: Path) -> List[Path]:
-    if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
-    return [path]
-
-
 def count_rows(dataset: Mapping[str, Any], hub_token: Optional[str] = None) -> int:
     """Input rows (after `limit`), counted by streaming through the files, never loading them."""
     source, limit = dataset["source"], dataset.get("limit")
@@ -94,7 +90,7 @@ def count_rows(dataset: Mapping[str, Any], hub_token: Optional[str] = None) -> i
 
         total = len(datasets.load_dataset(dataset["path"], dataset.get("hub_config"), split=dataset["split"], token=hub_token))
     else:
-        fmt, files = file_format(dataset), _files(local_path(dataset))
+        fmt, files = file_format(dataset), list_files(local_path(dataset))
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
@@ -120,7 +116,7 @@ def head_rows(dataset: Mapping[str, Any], n: int) -> Optional[List[dict]]:
         count = min(n, int(dataset["num_rows"]))
         return [{"id": f"synthetic-{i:08d}", "prompt": " ".join(["hello"] * int(dataset["input_tokens"])) + f" {i}"} for i in range(count)]
     fmt, rows = file_format(dataset), []
-    for f in _files(local_path(dataset)):
+    for f in list_files(local_path(dataset)):
         if fmt == "parquet":
             import pyarrow.parquet as pq
 

@@ -12,15 +12,13 @@ from typing import Any, Dict, Mapping
 
 import numpy as np
 
+from runner import result_files
+
 TIMING_COLUMNS = ["num_input_tokens", "num_generated_tokens", "latency_s", "ttft_s", "finished_at"]
 
 
 def _scan(results_dir: Path, fmt: str):
-    import pyarrow.dataset as pds
-
-    files = sorted(str(p) for p in Path(results_dir).rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
-    file_format = pds.JsonFileFormat() if fmt == "jsonl" else "parquet"
-    dataset = pds.dataset(files, format=file_format)
+    dataset = result_files.open_dataset(results_dir, fmt)
     columns = [c for c in TIMING_COLUMNS if c in dataset.schema.names]
     return dataset.to_batches(columns=columns)
 

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional
 
-from runner import redaction
+from runner import redaction, result_files
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,9 @@ def experiment_id(mlflow, name: str, outputs_root: Path) -> str:
 
 
 def sample_table(results_dir: Path, fmt: str, text_columns: Iterable[str], rows: int):
-    import pyarrow.dataset as pds
-
-    files = sorted(str(p) for p in results_dir.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
-    if not files or rows <= 0:
+    if not result_files.list_files(results_dir) or rows <= 0:
         return None
-    dataset = pds.dataset(files, format=pds.JsonFileFormat() if fmt == "jsonl" else "parquet")
+    dataset = result_files.open_dataset(results_dir, fmt)
     wanted = [c for c in ["id", *text_columns, "generated_text", "num_input_tokens", "num_generated_tokens"] if c in dataset.schema.names]
     frame = dataset.head(rows, columns=list(dict.fromkeys(wanted))).to_pandas()
     for column in text_columns:

@@ -1,7 +1,5 @@
 """Every option of every group composes; typos and wrong types fail at compose time."""
 
-from pathlib import Path
-
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
