@@ -114,7 +114,7 @@ def head_rows(dataset: Mapping[str, Any], n: int) -> Optional[List[dict]]:
         return None
     if source == "synthetic":
         count = min(n, int(dataset["num_rows"]))
-        return [{"id": f"synthetic-{i:08d}", "prompt": " ".join(["hello"] * int(dataset["input_tokens"])) + f" {i}"} for i in range(count)]
+        return [synthetic_row(i, int(dataset["input_tokens"])) for i in range(count)]
     fmt, rows = file_format(dataset), []
     for f in list_files(local_path(dataset)):
         if fmt == "parquet":
@@ -164,18 +164,19 @@ def read(dataset: Mapping[str, Any], hub_token: Optional[str] = None):
     return ds
 
 
+def synthetic_row(index: int, words: int) -> dict:
+    # One short common word is one token in every tokenizer we use, so a prompt of N words
+    # is close to N tokens; the engine's own count is what gets reported.
+    return {"id": f"synthetic-{index:08d}", "prompt": " ".join(["hello"] * words) + f" {index}"}
+
+
 def _synthetic(dataset: Mapping[str, Any]):
     import ray.data
 
     words_per_prompt = int(dataset["input_tokens"])
 
     def make_rows(batch):
-        ids = batch["id"]
-        # One short common word is one token in every tokenizer we use, so a prompt of N
-        # words is close to N tokens; the engine's own count is what gets reported.
-        return {
-            "id": [f"synthetic-{int(i):08d}" for i in ids],
-            "prompt": [" ".join(["hello"] * words_per_prompt) + f" {int(i)}" for i in ids],
-        }
+        rows = [synthetic_row(int(i), words_per_prompt) for i in batch["id"]]
+        return {column: [row[column] for row in rows] for column in SYNTHETIC_COLUMNS}
 
     return ray.data.range(int(dataset["num_rows"])).map_batches(make_rows, batch_format="numpy")

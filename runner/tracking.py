@@ -75,6 +75,14 @@ def _params(config: Mapping[str, Any]) -> Dict[str, str]:
     return params
 
 
+def open_store(tracking: Mapping[str, Any], outputs_root: Path, uri: Optional[str] = None) -> str:
+    """Point MLflow at the run's store (or `uri`) and return the experiment id, creating it."""
+    import mlflow
+
+    mlflow.set_tracking_uri(uri or resolve_uri(tracking, outputs_root))
+    return experiment_id(mlflow, tracking["experiment"], outputs_root)
+
+
 def experiment_id(mlflow, name: str, outputs_root: Path) -> str:
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
@@ -123,8 +131,7 @@ def start_sweep_run(tracking: Mapping[str, Any], outputs_root: Path, sweep_id: s
     """The parent run of a multirun; its jobs are nested under it. Returns its run id."""
     import mlflow
 
-    mlflow.set_tracking_uri(resolve_uri(tracking, outputs_root))
-    exp_id = experiment_id(mlflow, tracking["experiment"], outputs_root)
+    exp_id = open_store(tracking, outputs_root)
     client = mlflow.MlflowClient()
     run = client.create_run(
         exp_id,
@@ -156,9 +163,7 @@ def log_failed_run(
     """Record a job that did not finish: its config, the error, status FAILED."""
     import mlflow
 
-    tracking = config["tracking"]
-    mlflow.set_tracking_uri(resolve_uri(tracking, outputs_root))
-    exp_id = experiment_id(mlflow, tracking["experiment"], outputs_root)
+    exp_id = open_store(config["tracking"], outputs_root)
     client = mlflow.MlflowClient()
     all_tags = {"runner.status": "failed", "runner.error": redaction.mask_text(error)[:5000], **(tags or {})}
     if parent_run_id:
@@ -187,8 +192,7 @@ def log_run_folder(
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     summary = json.loads((run_dir / "metrics.json").read_text())
     tracking = config["tracking"]
-    mlflow.set_tracking_uri(uri or resolve_uri(tracking, outputs_root))
-    exp_id = experiment_id(mlflow, tracking["experiment"], outputs_root)
+    exp_id = open_store(tracking, outputs_root, uri)
     results_dir = run_dir / "results"
     fmt = config["output"]["format"]
     all_tags = {
