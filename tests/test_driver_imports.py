@@ -1,0 +1,36 @@
+"""The driver builds the Ray Data LLM processor without importing vLLM (the engine actors
+import it themselves), and the refusal never outlives the build."""
+
+import subprocess
+import sys
+import textwrap
+
+from tests.conftest import CONF_DIR
+
+PROBE = textwrap.dedent(
+    """
+    import sys
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    from runner import models, pipeline, schema
+
+    schema.register()
+    with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
+        config = OmegaConf.to_container(compose("config", overrides=["ray.num_cpus=2"]), resolve=True)
+    pipeline.start_ray(config, {})
+    try:
+        processor = pipeline.build_processor(config, models.locate(config["model"]), {}, ["id", "article"])
+        assert callable(processor)
+        assert "vllm" not in sys.modules, "building the processor imported vLLM on the driver"
+        import vllm.exceptions  # noqa: F401 - the refusal is gone after the build
+        print("ok")
+    finally:
+        pipeline.stop_ray()
+    """
+)
+
+
+def test_processor_builds_without_vllm_on_the_driver():
+    done = subprocess.run([sys.executable, "-c", PROBE, str(CONF_DIR)], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert done.stdout.strip().endswith("ok")
