@@ -124,9 +124,10 @@ def _vllm_kept_off_driver():
         sys.meta_path.remove(finder)
 
 
-def build_processor(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[str, str], original_columns: List[str]):
+def processor_config(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[str, str]):
+    """Ray Data LLM's processor settings from the hw, processor, engine and errors groups."""
     with _vllm_kept_off_driver():
-        from ray.data.llm import build_processor as build, vLLMEngineProcessorConfig
+        from ray.data.llm import vLLMEngineProcessorConfig
 
     hw, proc = cfg["hw"], cfg["processor"]
     light = {"num_cpus": float(proc["light_stage_num_cpus"])}
@@ -139,7 +140,10 @@ def build_processor(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[s
         engine_kwargs=engine_kwargs(cfg, location),
         runtime_env={"env_vars": env},
         batch_size=int(proc["batch_size"]),
-        concurrency=int(proc["concurrency"]),
+        # A bare int n makes Ray Data LLM autoscale the engine pool from 1 to n, and on
+        # two H200s the second replica never started in a 2,000-row job: n replicas
+        # asked for are n replicas started.
+        concurrency=(int(proc["concurrency"]), int(proc["concurrency"])),
         accelerator_type=hw["accelerator_type"],
         placement_group_config={"bundles": bundles},
         # Engine metrics go to Ray's Prometheus exporter, which needs ray[serve]'s packages.
@@ -153,6 +157,14 @@ def build_processor(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[s
     )
     if proc.get("max_concurrent_batches"):
         config_kwargs["max_concurrent_batches"] = int(proc["max_concurrent_batches"])
+    return vLLMEngineProcessorConfig(**config_kwargs)
+
+
+def build_processor(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[str, str], original_columns: List[str]):
+    with _vllm_kept_off_driver():
+        from ray.data.llm import build_processor as build
+
+    light = {"num_cpus": float(cfg["processor"]["light_stage_num_cpus"])}
     prompt_cfg = dict(cfg["prompt"])
     preprocess = functools.partial(
         _preprocess, prompt_cfg=prompt_cfg, columns=prompt.column_map(prompt_cfg),
@@ -161,7 +173,7 @@ def build_processor(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[s
     # No processor-level postprocess: Ray Data LLM hands it only the rows that succeeded,
     # and every row, failed ones included, must be shaped and accounted for.
     with _vllm_kept_off_driver():
-        processor = build(vLLMEngineProcessorConfig(**config_kwargs), preprocess=preprocess, preprocess_map_kwargs=light)
+        processor = build(processor_config(cfg, location, env), preprocess=preprocess, preprocess_map_kwargs=light)
     postprocess = functools.partial(_postprocess, original_columns=original_columns)
     return lambda dataset: processor(dataset).map(postprocess, **light)
 
