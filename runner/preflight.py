@@ -21,18 +21,39 @@ class PreflightError(Exception):
         return "the run cannot start:\n" + "\n".join(f"  - {p}" for p in self.problems)
 
 
-def local_gpu_count() -> int:
-    """GPUs this machine has, without importing a CUDA framework."""
+def local_gpu_names() -> List[str]:
+    """Names of the GPUs this process may use (CUDA_VISIBLE_DEVICES applied), without
+    importing a CUDA framework."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
-        return 0
-    if shutil.which("nvidia-smi"):
-        try:
-            listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
-            return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
-        except (OSError, subprocess.SubprocessError):
-            return 0
-    return 0
+        return []
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        listing = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index,name", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    by_index = {}
+    for line in listing.splitlines():
+        index, _, name = line.partition(",")
+        if index.strip().isdigit():
+            by_index[index.strip()] = name.strip()
+    wanted = [i.strip() for i in (visible or "").split(",") if i.strip()]
+    if wanted and all(i in by_index for i in wanted):
+        return [by_index[i] for i in wanted]
+    return list(by_index.values())
+
+
+def ray_accelerator_type(gpu_name: str) -> Optional[str]:
+    """The accelerator_type label Ray gives a GPU of this name (e.g. "NVIDIA H200" -> H200)."""
+    try:
+        from ray._private.accelerators.nvidia_gpu import NvidiaGPUAcceleratorManager
+
+        return NvidiaGPUAcceleratorManager._gpu_name_to_accelerator_type(gpu_name)
+    except (ImportError, AttributeError):  # a Ray without that helper: the check is skipped
+        return None
 
 
 def check_hardware(cfg: Mapping[str, Any]) -> List[str]:
@@ -47,14 +68,34 @@ def check_hardware(cfg: Mapping[str, Any]) -> List[str]:
     if not hw["gpus_per_replica"] and parallel != 1:
         problems.append("engine.tensor_parallel_size/pipeline_parallel_size > 1 need GPUs. Fix: pick a multi-GPU hw option")
     if hw["gpus_per_replica"] and not ray_cfg.get("address"):
-        have = local_gpu_count()
-        need = int(hw["gpus_per_replica"])
-        if have < need:
-            problems.append(
-                f"hw={hw['name']} asks for {need} GPU(s) per replica ({hw['accelerator_type']}), but this machine has "
-                f"{have}. Fix: hw=cpu here, or run on a machine with such GPUs, or join a Ray cluster that has them "
-                "with ray.address=<address>"
-            )
+        problems += _local_gpu_problems(hw, int(cfg["processor"]["concurrency"]), local_gpu_names())
+    return problems
+
+
+def _local_gpu_problems(hw: Mapping[str, Any], replicas: int, gpu_names: List[str]) -> List[str]:
+    """A local Ray that lacks the GPUs, or GPUs of the type, that the engine asks for would
+    wait for them forever instead of failing."""
+    have, per_replica = len(gpu_names), int(hw["gpus_per_replica"])
+    if have < per_replica:
+        return [
+            f"hw={hw['name']} asks for {per_replica} GPU(s) per replica ({hw['accelerator_type']}), but this machine has "
+            f"{have}. Fix: hw=cpu here, or run on a machine with such GPUs, or join a Ray cluster that has them "
+            "with ray.address=<address>"
+        ]
+    problems = []
+    if have < per_replica * replicas:
+        problems.append(
+            f"processor.concurrency={replicas} replicas x hw.gpus_per_replica={per_replica} need {per_replica * replicas} "
+            f"GPUs, but this machine has {have}. Fix: processor.concurrency={have // per_replica}"
+        )
+    labels = sorted({label for label in map(ray_accelerator_type, gpu_names) if label})
+    wanted = hw["accelerator_type"]
+    if wanted and labels and wanted not in labels:
+        problems.append(
+            f"hw.accelerator_type={wanted} (hw={hw['name']}), but this machine's GPUs are {', '.join(labels)} "
+            f"({gpu_names[0]}), so Ray would never place the engine. Fix: hw.accelerator_type={labels[0]}, "
+            "or hw.accelerator_type=null for any GPU"
+        )
     return problems
 
 

@@ -41,6 +41,8 @@ class EngineConfig:
     enable_chunked_prefill: Optional[bool] = None
     enable_prefix_caching: Optional[bool] = None
     dtype: str = "auto"
+    # Weight quantization, e.g. fp8 (quantized at load on Hopper-class GPUs); changes numerics.
+    quantization: Optional[str] = None
     gpu_memory_utilization: Optional[float] = None
     enforce_eager: bool = False
     load_format: str = "auto"
@@ -85,7 +87,8 @@ class PromptConfig:
 @dataclass
 class HardwareConfig:
     name: str = MISSING
-    # Ray accelerator type (L4, A10G, A100-80G, H100, ...); null runs the engine on CPUs.
+    # Ray accelerator type (L4, A10G, A100, H100, H200, ...) the engine is placed on; null
+    # takes any GPU (or, with gpus_per_replica 0, runs the engine on CPUs).
     accelerator_type: Optional[str] = None
     gpus_per_replica: int = 0
     cpus_per_replica: float = 1.0

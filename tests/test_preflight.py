@@ -27,9 +27,29 @@ def test_default_passes():
 
 
 def test_gpu_profile_on_a_machine_without_gpus(monkeypatch):
-    monkeypatch.setattr(preflight, "local_gpu_count", lambda: 0)
+    monkeypatch.setattr(preflight, "local_gpu_names", lambda: [])
     found = problems("hw=l4")
     assert any("hw=l4" in p and "GPU" in p and "hw=cpu" in p for p in found)
+
+
+def hardware_problems(gpu_names, *overrides):
+    cfg = OmegaConf.to_container(compose_config(*overrides), resolve=True)
+    return preflight._local_gpu_problems(cfg["hw"], int(cfg["processor"]["concurrency"]), gpu_names)
+
+
+def test_gpu_type_the_profile_does_not_name_is_caught_before_ray_waits_for_it():
+    # Seen on a lent machine of two H200s: hw=h100 would have waited for an H100 forever.
+    found = hardware_problems(["NVIDIA H200", "NVIDIA H200"], "hw=h100")
+    assert len(found) == 1 and "hw.accelerator_type=H100" in found[0] and "Fix: hw.accelerator_type=H200" in found[0]
+    assert hardware_problems(["NVIDIA H200", "NVIDIA H200"], "hw=h100", "hw.accelerator_type=H200") == []
+    assert hardware_problems(["NVIDIA H100 80GB HBM3"], "hw=h100") == []
+    assert hardware_problems(["NVIDIA H200"], "hw=h100", "hw.accelerator_type=null") == []
+
+
+def test_more_replicas_than_gpus_names_the_concurrency_that_fits():
+    found = hardware_problems(["NVIDIA H100 80GB HBM3"] * 2, "hw=h100x8")
+    assert found == ["processor.concurrency=8 replicas x hw.gpus_per_replica=1 need 8 GPUs, but this machine has 2. Fix: processor.concurrency=2"]
+    assert hardware_problems(["NVIDIA H100 80GB HBM3"] * 2, "hw=h100x2") == []
 
 
 def test_hub_model_offline_names_the_model_and_the_ways_out():

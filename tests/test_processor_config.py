@@ -28,3 +28,8 @@ def test_tensor_parallel_profile_reserves_one_gpu_per_shard():
     assert config.engine_kwargs["load_format"] == "dummy"
     assert config.placement_group_config["bundles"] == [{"GPU": 1, "CPU": 1}] * 2
     assert config.accelerator_type == "H100"
+
+
+def test_quantization_reaches_the_engine_only_when_set():
+    assert "quantization" not in processor_config("hw=h100").engine_kwargs
+    assert processor_config("hw=h100", "engine.quantization=fp8").engine_kwargs["quantization"] == "fp8"
