@@ -34,3 +34,33 @@ def test_processor_builds_without_vllm_on_the_driver():
     done = subprocess.run([sys.executable, "-c", PROBE, str(CONF_DIR)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert done.stdout.strip().endswith("ok")
+
+
+LENGTH_PROBE = textwrap.dedent(
+    """
+    import sys
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    from runner import models, preflight, schema
+
+    schema.register()
+    with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
+        config = OmegaConf.to_container(compose("config", overrides=sys.argv[2:]), resolve=True)
+    found = preflight.check_prompt_lengths(config, models.locate(config["model"]).source)
+    print("transformers" in sys.modules, found)
+    """
+)
+
+
+def length_check(*overrides):
+    done = subprocess.run([sys.executable, "-c", LENGTH_PROBE, str(CONF_DIR), *overrides], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_length_check_tokenizes_only_what_a_byte_count_cannot_settle():
+    # The default job's prompts clearly fit: the driver never pays for transformers.
+    assert length_check() == "False None"
+    # Near the limit the tokenizer decides, and names the setting that fixes it.
+    loaded, _, found = length_check("engine.max_model_len=300", "prompt.max_tokens=150").partition(" ")
+    assert loaded == "True" and "max_model_len" in found
