@@ -80,10 +80,13 @@ def test_fail_fast_stops_before_the_run_on_a_prompt_that_cannot_fit(tmp_path):
 
 def start_background_run(cwd: Path, *overrides: str) -> subprocess.Popen:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
-    # Its own process group: Ctrl-C in a terminal signals the whole foreground group.
+    # Its own process group: Ctrl-C in a terminal signals the whole foreground group. A shell
+    # starts background jobs (a CI script run with `&`, say) with SIGINT ignored, and the run
+    # would inherit that; a terminal's foreground job has the default, so restore it.
     return subprocess.Popen(
         [sys.executable, "-m", "runner", *overrides], cwd=cwd, env=env,
         stdout=open(cwd / "run.log", "w"), stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
 
 
