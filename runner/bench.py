@@ -44,7 +44,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
-from runner import result_files
+from runner import gpus, result_files
 
 log = logging.getLogger("runner.bench")
 
@@ -296,17 +296,11 @@ def _cache_env(side_dir: Path, cache: str) -> Dict[str, str]:
     return env
 
 
-def gpu_memory_used_mib() -> Optional[List[int]]:
-    if not shutil.which("nvidia-smi"):
-        return None
+def gpu_memory_used_mib() -> List[int]:
     try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=20,
-        ).stdout
-        return [int(v) for v in out.split()]
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return None
+        return [int(row[0]) for row in gpus.query("memory.used", units=False)]
+    except (ValueError, IndexError):
+        return []
 
 
 def wait_gpu_released(limit_s: float = 60.0, threshold_mib: int = 2000) -> float:
@@ -314,7 +308,7 @@ def wait_gpu_released(limit_s: float = 60.0, threshold_mib: int = 2000) -> float
     start = time.time()
     while time.time() - start < limit_s:
         used = gpu_memory_used_mib()
-        if used is None or max(used, default=0) < threshold_mib:
+        if max(used, default=0) < threshold_mib:
             break
         time.sleep(1.0)
     return time.time() - start
@@ -604,16 +598,9 @@ def run_bench(
 
 
 def device_description() -> str:
-    if shutil.which("nvidia-smi"):
-        try:
-            out = subprocess.run(
-                ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=20,
-            ).stdout.strip()
-            if out:
-                return out.replace("\n", "; ")
-        except (OSError, subprocess.SubprocessError):
-            pass
+    described = gpus.query("name,memory.total,driver_version")
+    if described:
+        return "; ".join(", ".join(row) for row in described)
     import platform
 
     return f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} logical cores"

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
 from typing import Any, List, Mapping, Optional
 
-from runner import data, models, prompt
+from runner import data, gpus, models, prompt
 
 OUTPUT_FORMATS = ("parquet", "jsonl")
 
@@ -22,24 +20,11 @@ class PreflightError(Exception):
 
 
 def local_gpu_names() -> List[str]:
-    """Names of the GPUs this process may use (CUDA_VISIBLE_DEVICES applied), without
-    importing a CUDA framework."""
+    """Names of the GPUs this process may use (CUDA_VISIBLE_DEVICES applied)."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return []
-    if not shutil.which("nvidia-smi"):
-        return []
-    try:
-        listing = subprocess.run(
-            ["nvidia-smi", "--query-gpu=index,name", "--format=csv,noheader"], capture_output=True, text=True, timeout=20
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    by_index = {}
-    for line in listing.splitlines():
-        index, _, name = line.partition(",")
-        if index.strip().isdigit():
-            by_index[index.strip()] = name.strip()
+    by_index = {row[0]: row[1] for row in gpus.query("index,name") if len(row) == 2 and row[0].isdigit()}
     wanted = [i.strip() for i in (visible or "").split(",") if i.strip()]
     if wanted and all(i in by_index for i in wanted):
         return [by_index[i] for i in wanted]

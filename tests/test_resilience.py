@@ -30,12 +30,16 @@ def write_mixed_dataset(path: Path) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
-@pytest.mark.slow
-def test_failed_rows_are_accounted_for_and_tracking_outage_loses_nothing(tmp_path):
+def run_on_mixed_dataset(tmp_path: Path, *overrides: str):
     data = tmp_path / "mixed.jsonl"
     write_mixed_dataset(data)
-    done = run_cli(tmp_path, *MIXED_RUN, f"dataset.path={data}", "tracking.uri=http://127.0.0.1:9", "hydra.run.dir=outputs/runs/mixed")
-    output = done.stdout + done.stderr
+    done = run_cli(tmp_path, *MIXED_RUN, f"dataset.path={data}", *overrides)
+    return done, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_failed_rows_are_accounted_for_and_tracking_outage_loses_nothing(tmp_path):
+    done, output = run_on_mixed_dataset(tmp_path, "tracking.uri=http://127.0.0.1:9", "hydra.run.dir=outputs/runs/mixed")
     assert done.returncode == 0, output[-4000:]
     run_dir = tmp_path / "outputs/runs/mixed"
     # The prompt that cannot fit was announced before the run, with the numbers and the fix.
@@ -69,10 +73,7 @@ def test_failed_rows_are_accounted_for_and_tracking_outage_loses_nothing(tmp_pat
 
 @pytest.mark.slow
 def test_fail_fast_stops_before_the_run_on_a_prompt_that_cannot_fit(tmp_path):
-    data = tmp_path / "mixed.jsonl"
-    write_mixed_dataset(data)
-    done = run_cli(tmp_path, *MIXED_RUN, f"dataset.path={data}", "errors.on_row_error=fail", "hydra.run.dir=outputs/runs/strict")
-    output = done.stdout + done.stderr
+    done, output = run_on_mixed_dataset(tmp_path, "errors.on_row_error=fail", "hydra.run.dir=outputs/runs/strict")
     assert done.returncode == 2, output[-3000:]
     assert "1 of the first 6 rows need more than max_model_len=1024" in output and "Traceback" not in output
     assert not (tmp_path / "outputs/runs/strict/results").exists()
