@@ -28,10 +28,11 @@ def main(cfg: DictConfig) -> str:
         app.run(cfg, run_dir, outputs_root=OUTPUTS_ROOT, parent_run_id=parent, tags=tags)
         return "finished"
     except Exception as error:
-        if isinstance(error, CONFIG_ERRORS):
+        if isinstance(error, CONFIG_ERRORS + (app.RunIncomplete,)):
             log.error("%s", error)
         else:
-            log.exception("the run failed; rows already written are kept. Finish it with: python -m runner.resume %s", run_dir)
+            location = app.run_location(OmegaConf.to_container(cfg, resolve=True), run_dir, OUTPUTS_ROOT)
+            log.exception("the run failed; rows already written are kept. Finish it with: %s", app.resume_command(location))
         if not in_sweep:
             sys.exit(2 if isinstance(error, CONFIG_ERRORS) else 1)
         # One failed job must not end the sweep: record it and let the next one run.

@@ -1,12 +1,15 @@
-"""One run, start to finish: check -> resolve model -> pipeline -> metrics -> tracking.
+"""One run, start to finish: check -> scan input -> open run state -> pipeline -> account -> seal -> track.
 
-A plain function of the composed config and the run folder, so tests call it without Hydra.
+A plain function of the composed config, so tests call it without Hydra. Everything about
+the run lives at its location (a local folder or a URI), written so that a kill at any
+point is finished by `python -m runner.resume <location>` with each row once.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -14,24 +17,51 @@ from typing import Any, Dict, Optional
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from runner import accounting, data, metrics, models, pipeline, preflight, prompt, redaction, result_files, schema, sysmon, tracking
+from runner import (
+    accounting, faults, metrics, models, pipeline, preflight, prompt, readers, redaction, run_state, schema, storage, sysmon, tracking,
+)
+from runner.storage import Location
 
 log = logging.getLogger(__name__)
 
 
+class RunIncomplete(Exception):
+    """The pipeline ended but rows are missing or repeated; the run stays resumable."""
+
+
 @dataclass
 class RunOutcome:
-    run_dir: Path
-    results_dir: Optional[Path] = None
+    location: Location
+    results_dir: Optional[Location] = None
     metrics: Dict[str, float] = field(default_factory=dict)
     mlflow_run_id: Optional[str] = None
     tracking_error: Optional[str] = None
+    already_finished: bool = False
+
+    @property
+    def run_dir(self) -> Location:
+        return self.location
 
 
-def save_config(config: Dict[str, Any], run_dir: Path) -> Path:
-    path = run_dir / "config.yaml"
-    path.write_text(yaml.safe_dump(redaction.redact(config), sort_keys=False))
-    return path
+def run_location(config: Dict[str, Any], run_dir: Path, outputs_root: Path) -> Location:
+    """Where the run's state lives: under output.uri when set (the Hydra folder's path below
+    outputs/ appended, so sweeps and dated runs keep their layout), else the Hydra folder."""
+    uri = config["output"].get("uri")
+    if not uri:
+        return storage.resolve(str(run_dir))
+    try:
+        relative = Path(run_dir).resolve().relative_to(Path(outputs_root).resolve()).as_posix()
+    except ValueError:
+        relative = Path(run_dir).name
+    return storage.resolve(uri).child(*relative.split("/"))
+
+
+def resume_command(location: Location) -> str:
+    return f"python -m runner.resume {location}"
+
+
+def save_config(config: Dict[str, Any], location: Location) -> None:
+    location.child(run_state.CONFIG).write_text(yaml.safe_dump(redaction.redact(config), sort_keys=False))
 
 
 def run(
@@ -41,34 +71,99 @@ def run(
     parent_run_id: Optional[str] = None,
     tags: Optional[Dict[str, str]] = None,
     resume: bool = False,
+    force: bool = False,
+    location: Optional[Location] = None,
 ) -> RunOutcome:
-    """Run one job into run_dir; with resume=True, finish a killed run in the same folder."""
+    """Run one job; with resume=True, finish the run at `location` (default: from run_dir)."""
     redaction.install_log_redaction()
     schema.validate(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
-    columns = preflight.run_checks(config)
-    if not resume and result_files.list_files(run_dir / "results"):
-        raise preflight.PreflightError([f"{run_dir} already holds results. Fix: resume it with python -m runner.resume {run_dir}"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(config, run_dir)
-    outcome = RunOutcome(run_dir=run_dir)
+    location = location or run_location(config, run_dir, outputs_root)
+    reader = preflight.run_checks(config, location, resume)
+    scan = _scan_input(config, reader)
     tracking_problem = tracking.probe(config["tracking"], outputs_root) if config["tracking"]["enabled"] else None
+    model = _locate_and_check_lengths(config, reader)
+    if config["dry_run"]:
+        log.info("dry run: config, model and data checked (%d input rows); nothing written", scan.rows)
+        return RunOutcome(location=location)
+    manifest = _open_run_state(config, location, reader, scan, resume, force)
+    outcome = RunOutcome(location=location, results_dir=location.child(run_state.RESULTS))
+    if manifest.status == run_state.FINISHED:
+        log.info("%s finished already (%s); nothing to do", location, manifest.counts)
+        outcome.metrics = dict(manifest.counts or {})
+        outcome.already_finished = True
+        return outcome
     if tracking_problem:
         log.warning("%s: the run goes on and writes its results; logging will be skipped", tracking_problem)
-    location = _locate_and_check_lengths(config)
-    if config["dry_run"]:
-        log.info("dry run: config, model and data checked; config saved to %s", run_dir / "config.yaml")
-        return outcome
-    _execute(config, location, run_dir, columns, resume, outcome)
+    balanced = _execute(config, model, location, reader, scan, manifest, outcome)
     if config["tracking"]["enabled"]:
-        _track(config, run_dir, outputs_root, parent_run_id, tags, tracking_problem, outcome)
+        _track(config, location, outputs_root, parent_run_id, tags, tracking_problem, outcome)
+    if not balanced:
+        raise RunIncomplete(
+            f"row accounting does not balance: {json.dumps({k: int(outcome.metrics.get(k, 0)) for k in ('rows_in', 'rows_ok', 'rows_failed', 'duplicate_rows')})}. "
+            f"Finish it with: {resume_command(location)}"
+        )
     return outcome
 
 
-def _locate_and_check_lengths(config: Dict[str, Any]) -> models.ModelLocation:
+def _scan_input(config: Dict[str, Any], reader):
+    """One streamed pass over the input before anything starts: rows, bad lines, duplicate ids."""
+    started = time.time()
+    scan = reader.scan()
+    dataset = config["dataset"]
+    if scan.ignored_files:
+        log.warning("dataset.path: ignored %d file(s) not of the dataset's format: %s", len(scan.ignored_files), ", ".join(scan.ignored_files[:10]))
+    if scan.derived_ids:
+        log.info("dataset has no id column: each row's id is <file>:<line>, stable across resume, written to the results as 'id'")
+    problems = []
+    if scan.duplicate_ids:
+        shown = "; ".join(f"{d.id!r} at {', '.join(d.where[:3])}" for d in scan.duplicate_ids[:5])
+        problems.append(
+            f"{len(scan.duplicate_ids)} id(s) occur more than once in the input (dataset.id_column="
+            f"{dataset.get('id_column') or 'id'}): {shown}. Fix: make them unique, or set dataset.on_duplicate_id=rename "
+            "to number the repeats"
+        )
+    if scan.bad_rows:
+        shown = "; ".join(f"{b.file}:{b.line}: {b.reason}" for b in scan.bad_rows[:5])
+        if config["errors"]["on_row_error"] == "fail":
+            problems.append(f"{len(scan.bad_rows)} input row(s) cannot be read: {shown}. Fix the data, or set errors.on_row_error=continue to record them in failed/")
+        else:
+            log.warning("%d input row(s) cannot be read and will be recorded in failed/: %s", len(scan.bad_rows), shown)
+    if problems:
+        raise preflight.PreflightError(problems)
+    log.info("input: %d row(s) in %d chunk(s), scanned in %.1f s", scan.rows, len(scan.chunks), time.time() - started)
+    return scan
+
+
+def _open_run_state(config, location: Location, reader, scan, resume: bool, force: bool) -> run_state.Manifest:
+    redacted = redaction.redact(config)
+    fingerprint = reader.fingerprint()
+    id_column = readers.id_column(config["dataset"])
+    if not resume:
+        manifest = run_state.Manifest(config=redacted, input=fingerprint, id_column=id_column)
+        # The manifest first: a run folder without one is not a run, and a resume rebuilds a
+        # missing config.yaml from it.
+        run_state.save(location, manifest)
+        save_config(config, location)
+        log.info("run state at %s (resume a killed run with: %s)", location, resume_command(location))
+        faults.reached("manifest_written")
+        return manifest
+    manifest = run_state.load(location)
+    if manifest.status == run_state.FINISHED:
+        return manifest
+    accepted = run_state.check_resumable(manifest, redacted, fingerprint, force, str(location))
+    if accepted:
+        log.warning("resuming with config changes that do not alter outputs: %s", "; ".join(accepted))
+        manifest.config = redacted
+        save_config(config, location)
+        run_state.save(location, manifest)
+    return manifest
+
+
+def _locate_and_check_lengths(config: Dict[str, Any], reader) -> models.ModelLocation:
     location = models.locate(config["model"])
     log.info("model %s loads from %s %s", config["model"]["name"], location.source, location.note)
-    too_long = preflight.check_prompt_lengths(config, location.source)
+    too_long = preflight.check_prompt_lengths(config, location.source, reader.head(int(config["errors"]["length_check_rows"])))
     if too_long and config["errors"]["on_row_error"] == "fail":
         raise preflight.PreflightError([too_long])
     if too_long:
@@ -76,46 +171,59 @@ def _locate_and_check_lengths(config: Dict[str, Any]) -> models.ModelLocation:
     return location
 
 
-def _execute(config: Dict[str, Any], location: models.ModelLocation, run_dir: Path, columns, resume: bool, outcome: RunOutcome) -> None:
-    """Pipeline, then row accounting and figures, into the run folder."""
-    fmt = config["output"]["format"]
-    if resume:
-        dropped = accounting.drop_unreadable(run_dir / "results", fmt)
-        log.info("resuming %s (%d half-written file(s) removed)", run_dir, len(dropped))
-    rows_in = data.count_rows(config["dataset"], redaction.hub_token())
-    with sysmon.SystemMonitor() as monitor:
-        done = pipeline.run(config, location, run_dir, redaction.hub_token(), columns)
-    monitor.write_csv(run_dir / tracking.SYSTEM_CSV)
-    counts = accounting.settle(run_dir, fmt, config["dataset"]["id_column"], rows_in)
-    outcome.results_dir = done.results_dir
-    outcome.metrics = metrics.compute(
-        done.results_dir, fmt, done.started_at, done.finished_at, config["hw"], int(config["processor"]["concurrency"]),
-    )
-    outcome.metrics.update(monitor.summary())
-    outcome.metrics.update(counts.as_dict())
-    if not counts.balanced:
-        log.error("row accounting does not balance: %s. Resume with python -m runner.resume %s", counts.as_dict(), run_dir)
-    elif counts.rows_failed:
-        log.warning("%d row(s) failed; they are in %s with their reasons", counts.rows_failed, run_dir / accounting.FAILED_DIR)
+def _execute(config, model: models.ModelLocation, location: Location, reader, scan, manifest, outcome: RunOutcome) -> bool:
+    """Run the rows not yet done, account for every row, write the figures, seal the run."""
+    id_column = manifest.id_column
+    done = run_state.finished_ids(location, id_column)
+    to_run = sum(1 for chunk in scan.chunks for row_id in chunk.ids if row_id not in done)
+    if done:
+        log.info("resuming %s: %d row(s) done, %d to run", location, len(done), to_run)
+    if to_run:
+        attempt = {"started_at": time.time(), "rows_to_run": to_run}
+        manifest.attempts.append(attempt)
+        run_state.save(location, manifest)
+        with sysmon.SystemMonitor() as monitor:
+            finished = pipeline.run(config, model, location, reader, scan, done)
+        attempt.update(started_at=finished.started_at, finished_at=finished.finished_at)
+        run_state.save(location, manifest)
+        location.child(tracking.SYSTEM_CSV).write_text(monitor.csv_text())
+        faults.reached("pipeline_done")
+        outcome.metrics.update(monitor.summary())
+    counts = accounting.settle(location, id_column, scan.rows)
+    faults.reached("settled")
+    measured = [a for a in manifest.attempts if a.get("finished_at")]
+    if measured:
+        last = measured[-1]
+        outcome.metrics.update(
+            metrics.compute(location.child(run_state.RESULTS), last["started_at"], last["finished_at"], config["hw"], int(config["processor"]["concurrency"]))
+        )
+    outcome.metrics.update(counts.as_dict(), attempts=len(manifest.attempts))
+    if counts.rows_failed and counts.balanced:
+        log.warning("%d row(s) failed; they are in %s with their reasons", counts.rows_failed, location.child(run_state.FAILED))
     summary = {
-        "status": "finished" if counts.balanced else "incomplete",
+        "status": run_state.FINISHED if counts.balanced else run_state.RUNNING,
         "metrics": outcome.metrics,
         "prompt_columns": list(prompt.column_map(config["prompt"]).values()),
     }
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-    log.info("results: %s", done.results_dir)
+    location.child(run_state.METRICS).write_text(json.dumps(summary, indent=2))
+    faults.reached("metrics_written")
+    if counts.balanced:
+        manifest.status, manifest.counts = run_state.FINISHED, counts.as_dict()
+        run_state.save(location, manifest)
+    log.info("results: %s", location.child(run_state.RESULTS))
     log.info("metrics: %s", json.dumps({k: round(v, 3) for k, v in outcome.metrics.items()}))
+    return counts.balanced
 
 
-def _track(config, run_dir: Path, outputs_root: Path, parent_run_id, tags, tracking_problem, outcome: RunOutcome) -> None:
-    relog = f"python -m runner.track {run_dir}"
+def _track(config, location: Location, outputs_root: Path, parent_run_id, tags, tracking_problem, outcome: RunOutcome) -> None:
+    relog = f"python -m runner.track {location}"
     if tracking_problem:
         outcome.tracking_error = tracking_problem
     else:
         try:
-            outcome.mlflow_run_id = tracking.log_run_folder(run_dir, outputs_root, parent_run_id, tags)
+            outcome.mlflow_run_id = tracking.log_run_folder(location, outputs_root, parent_run_id, tags)
             log.info("MLflow run %s at %s", outcome.mlflow_run_id, tracking.resolve_uri(config["tracking"], outputs_root))
             return
-        except Exception as error:  # noqa: BLE001 - results are safe on disk whatever the store says
+        except Exception as error:  # noqa: BLE001 - results are safe whatever the store says
             outcome.tracking_error = f"{type(error).__name__}: {error}"
-    log.error("tracking failed (%s); the results are in %s. Re-log them with: %s", outcome.tracking_error, run_dir, relog)
+    log.error("tracking failed (%s); the results are in %s. Re-log them with: %s", outcome.tracking_error, location, relog)

@@ -7,7 +7,6 @@ the first request reaching the engine marks the end of start-up.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Dict, Mapping
 
 import numpy as np
@@ -17,10 +16,18 @@ from runner import result_files
 TIMING_COLUMNS = ["num_input_tokens", "num_generated_tokens", "latency_s", "ttft_s", "finished_at"]
 
 
-def _scan(results_dir: Path, fmt: str):
-    dataset = result_files.open_dataset(results_dir, fmt)
+def _scan(results, started_at: float, finished_at: float):
+    """The timing columns of the rows this pipeline attempt wrote. A resumed run's earlier
+    rows came from other attempts, whose wall time is not this one's."""
+    import pyarrow.dataset as pds
+
+    dataset = result_files.open_dataset(results)
     columns = [c for c in TIMING_COLUMNS if c in dataset.schema.names]
-    return dataset.to_batches(columns=columns)
+    if "finished_at" not in columns:
+        return dataset.to_batches(columns=columns)
+    # A second of slack: the engine's clock and the driver's may differ slightly on a cluster.
+    window = (pds.field("finished_at") >= started_at - 1.0) & (pds.field("finished_at") <= finished_at + 1.0)
+    return dataset.to_batches(columns=columns, filter=window)
 
 
 def _percentiles(values: np.ndarray, prefix: str) -> Dict[str, float]:
@@ -34,11 +41,12 @@ def _percentiles(values: np.ndarray, prefix: str) -> Dict[str, float]:
     }
 
 
-def compute(results_dir: Path, fmt: str, started_at: float, finished_at: float, hw: Mapping[str, Any], replicas: int) -> Dict[str, float]:
+def compute(results, started_at: float, finished_at: float, hw: Mapping[str, Any], replicas: int) -> Dict[str, float]:
+    """Figures of one pipeline attempt (started_at..finished_at) from the results Location."""
     rows = input_tokens = output_tokens = 0
     latencies, ttfts = [], []
     first_start, last_finish = float("inf"), float("-inf")
-    for batch in _scan(results_dir, fmt):
+    for batch in _scan(results, started_at, finished_at):
         table = batch.to_pydict()
         n = batch.num_rows
         if not n:

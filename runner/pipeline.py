@@ -10,21 +10,23 @@ import contextlib
 import functools
 import importlib.abc
 import logging
+import os
 import sys
+import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-from runner import data, prompt, results
+from runner import faults, prompt, readers, redaction, results, run_state
 from runner.models import ModelLocation
+from runner.storage import Location
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class PipelineRun:
-    results_dir: Path
+    results_dir: Location
     started_at: float  # wall clock, before Ray starts
     finished_at: float  # wall clock, after the last file is written
 
@@ -86,6 +88,11 @@ def _placeholder_request(prompt_cfg: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _preprocess(row: Dict[str, Any], prompt_cfg: Dict[str, Any], columns: Dict[str, str], id_column: str, fail_fast: bool) -> Dict[str, Any]:
+    unreadable = row.get(readers.INPUT_ERROR_COLUMN)
+    if unreadable:
+        # A line the reader could not turn into a row (bad JSON, bad bytes): the scan already
+        # stopped a fail-fast run on it, so here it is only recorded.
+        return {**row, **_placeholder_request(prompt_cfg), ROW_ERROR: unreadable}
     try:
         return {**row, **prompt.build_request(row, prompt_cfg, columns), ROW_ERROR: ""}
     except prompt.PromptInputError as error:
@@ -167,7 +174,7 @@ def build_processor(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[s
     prompt_cfg = dict(cfg["prompt"])
     preprocess = functools.partial(
         _preprocess, prompt_cfg=prompt_cfg, columns=prompt.column_map(prompt_cfg),
-        id_column=cfg["dataset"]["id_column"], fail_fast=cfg["errors"]["on_row_error"] == "fail",
+        id_column=readers.id_column(cfg["dataset"]), fail_fast=cfg["errors"]["on_row_error"] == "fail",
     )
     # No processor-level postprocess: Ray Data LLM hands it only the rows that succeeded,
     # and every row, failed ones included, must be shaped and accounted for.
@@ -175,32 +182,6 @@ def build_processor(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[s
         processor = build(processor_config(cfg, location, env), preprocess=preprocess, preprocess_map_kwargs=light)
     postprocess = functools.partial(_postprocess, original_columns=original_columns)
     return lambda dataset: processor(dataset).map(postprocess, **light)
-
-
-def checkpoint_dir(run_dir: Path) -> Path:
-    return run_dir / "checkpoint"
-
-
-def set_checkpoint(cfg: Mapping[str, Any], run_dir: Path) -> None:
-    """Record finished row ids as results are written, so a killed run resumes where it was.
-
-    Ray Data skips ids it finds in the checkpoint when the same run folder is run again,
-    and deletes the checkpoint once the whole dataset is written. The setting is
-    process-wide, so each job of a sweep sets (or clears) its own.
-    """
-    from ray.data import DataContext
-    from ray.data.checkpoint import CheckpointConfig
-
-    context = DataContext.get_current()
-    if cfg["dataset"]["source"] == "hub":
-        # Ray Data checkpoints pipelines that start with a file read; a hub dataset is
-        # materialized by `datasets` first. Save it as parquet and use dataset=parquet to resume.
-        log.warning("dataset.source=hub: this run cannot be resumed if killed")
-        context.checkpoint_config = None
-        return
-    context.checkpoint_config = CheckpointConfig(
-        id_column=cfg["dataset"]["id_column"], checkpoint_path=str(checkpoint_dir(run_dir).resolve())
-    )
 
 
 def stop_ray(grace_s: float = 15.0) -> List[int]:
@@ -228,27 +209,55 @@ def stop_ray(grace_s: float = 15.0) -> List[int]:
     return [p.pid for p in alive]
 
 
-def run(
-    cfg: Mapping[str, Any],
-    location: ModelLocation,
-    run_dir: Path,
-    hub_token: Optional[str],
-    original_columns: Optional[List[str]] = None,
-) -> PipelineRun:
+def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader, scan, done_ids) -> PipelineRun:
+    """Run every input row not in done_ids and write the results under `location`.
+
+    Which rows are done is read from the results themselves (runner.run_state), so no Ray
+    Data checkpoint is kept: a checkpoint written after the results could lag them, and
+    one deleted at the end could make a resume run everything again.
+    """
     started_at = time.time()
-    env = worker_env(cfg, hub_token)
+    env = worker_env(cfg, redaction.hub_token())
     start_ray(cfg, env)
     try:
-        set_checkpoint(cfg, run_dir)
-        dataset = data.read(cfg["dataset"], hub_token)
-        original_columns = original_columns or list(dataset.schema().names)
-        processor = build_processor(cfg, location, env, original_columns)
+        from ray.data import DataContext
+
+        DataContext.get_current().checkpoint_config = None
+        faults.reached("ray_started")
+        dataset = reader.ray_dataset(scan, done_ids)
+        original_columns = [name for name in scan.schema.names if name != readers.INPUT_ERROR_COLUMN]
+        processor = build_processor(cfg, model, env, original_columns)
         out = processor(dataset)
-        results_dir = run_dir / "results"
-        if cfg["output"]["format"] == "jsonl":
-            out.write_json(str(results_dir))
-        else:
-            out.write_parquet(str(results_dir))
-        return PipelineRun(results_dir=results_dir, started_at=started_at, finished_at=time.time())
+        results = location.child(run_state.RESULTS)
+        with _kill_point_after_results(results):
+            if cfg["output"]["format"] == "jsonl":
+                out.write_json(results.path, filesystem=results.fs)
+            else:
+                out.write_parquet(results.path, filesystem=results.fs)
+        return PipelineRun(results_dir=results, started_at=started_at, finished_at=time.time())
     finally:
         stop_ray()
+
+
+@contextlib.contextmanager
+def _kill_point_after_results(results: Location):
+    """Lets a test kill the run once n result files exist (RUNNER_KILL_AT=results_written:n)."""
+    wanted = os.environ.get(faults.KILL_AT_ENV, "")
+    if not wanted.startswith("results_written"):
+        yield
+        return
+    files = int(wanted.partition(":")[2] or 1)
+    stop = threading.Event()
+
+    def watch():
+        while not stop.wait(0.2):
+            if len(results.list_files()) >= files:
+                faults.reached("results_written")
+                return
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()

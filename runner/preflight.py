@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any, List, Mapping, Optional
 
-from runner import data, gpus, models, prompt
+from runner import gpus, models, prompt, readers, run_state, storage
+from runner.storage import Location
 
 OUTPUT_FORMATS = ("parquet", "jsonl")
 
@@ -98,8 +99,8 @@ def check_prompt_and_data(cfg: Mapping[str, Any], columns: Optional[List[str]]) 
                 f"prompt.user reads {{{placeholder}}} from column '{column}', which dataset={cfg['dataset']['name']} "
                 f"lacks (columns: {', '.join(columns)}). Fix: prompt.columns.{placeholder}=<one of those columns>"
             )
-    id_column = cfg["dataset"]["id_column"]
-    if id_column not in columns:
+    id_column = cfg["dataset"].get("id_column")
+    if id_column and id_column not in columns:
         problems.append(
             f"dataset.id_column={id_column!r} is not a column of dataset={cfg['dataset']['name']} "
             f"(columns: {', '.join(columns)}). Fix: dataset.id_column=<a column that identifies each row>"
@@ -122,18 +123,40 @@ def check_limits(cfg: Mapping[str, Any]) -> List[str]:
     return problems
 
 
-def run_checks(cfg: Mapping[str, Any]) -> Optional[List[str]]:
-    """Raise PreflightError listing every problem; return the dataset's columns (None if unknown)."""
-    problems = check_hardware(cfg) + check_limits(cfg) + models.check(cfg["model"])
-    columns = None
+def check_run_location(location: Location, resume: bool) -> List[str]:
+    """The run's location can be written, and holds a run exactly when resuming one."""
+    problem = storage.probe_writable(location)
+    if problem:
+        return [f"output.uri: {problem}. Fix: check the bucket or folder and its credentials (AWS_* / GOOGLE_* in the environment)"]
     try:
-        columns = data.peek_columns(cfg["dataset"])
-        problems += check_prompt_and_data(cfg, columns)
-    except data.DatasetError as error:
+        has_manifest = location.child(run_state.MANIFEST).exists()
+        has_results = bool(location.child(run_state.RESULTS).list_files())
+    except OSError as error:
+        return [f"output.uri: {location} cannot be listed ({error})"]
+    if resume and not has_manifest:
+        return [f"{location} holds no {run_state.MANIFEST}, so it is not a run this runner can resume. Fix: give the run's location (outputs/runs/<date_time>, or <output.uri>/runs/<date_time>)"]
+    if not resume and (has_manifest or has_results):
+        return [f"{location} already holds a run. Fix: resume it with python -m runner.resume {location}, or pick another hydra.run.dir / output.uri"]
+    return []
+
+
+def run_checks(cfg: Mapping[str, Any], location: Location, resume: bool = False):
+    """Raise PreflightError listing every problem; return the dataset's reader."""
+    problems = check_hardware(cfg) + check_limits(cfg) + models.check(cfg["model"]) + check_run_location(location, resume)
+    reader = None
+    try:
+        reader = readers.for_dataset(cfg["dataset"])
+        problems += check_prompt_and_data(cfg, reader.columns())
+    except readers.DatasetError as error:
         problems.append(str(error))
+    except OSError as error:  # storage: a missing bucket, refused credentials, no network
+        problems.append(
+            f"dataset.path={cfg['dataset'].get('path')!r} cannot be read ({type(error).__name__}: {error}). "
+            "Fix: check the path, and for object storage that its credentials are in the environment"
+        )
     if problems:
         raise PreflightError(problems)
-    return columns
+    return reader
 
 
 # Room for what a chat template adds around the messages (role markers, special tokens).
@@ -155,12 +178,11 @@ def _byte_bound(rows, prompt_cfg: Mapping[str, Any], columns: Mapping[str, str])
     return longest + CHAT_TEMPLATE_MARGIN_TOKENS
 
 
-def check_prompt_lengths(cfg: Mapping[str, Any], tokenizer_source: str) -> Optional[str]:
+def check_prompt_lengths(cfg: Mapping[str, Any], tokenizer_source: str, rows: List[dict]) -> Optional[str]:
     """Tokenize the first rows' prompts as the engine will see them; describe any that cannot fit.
 
     Returns None when all fit or when no tokenizer is available offline.
     """
-    rows = data.head_rows(cfg["dataset"], int(cfg["errors"]["length_check_rows"]))
     if not rows:
         return None
     prompt_cfg = cfg["prompt"]

@@ -1,28 +1,70 @@
-"""Finding and opening data files: a run's results/ and failed/, or an input folder.
+"""Finding and opening data files: a run's results/ and failed/, on any storage.
 
 Writers leave hidden and underscore-prefixed files beside the data (staging files,
-_SUCCESS markers); every reader skips them the same way.
+_SUCCESS markers, quarantined partial files); `Location.list_files` skips them for every
+reader. A file's format is read from its name, never from the config, so an edited config
+cannot make readable results look broken.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List
 
+import pyarrow as pa
 
-def list_files(path: Path) -> List[Path]:
-    """The data files of a folder (recursively), or the file itself; none for a missing path."""
-    path = Path(path)
-    if path.is_file():
-        return [path]
-    if not path.is_dir():
-        return []
-    return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith((".", "_")))
+JSON_SUFFIXES = (".json", ".jsonl", ".ndjson")
 
 
-def open_dataset(folder: Path, fmt: str):
-    """A pyarrow dataset over the folder's files, read lazily, a few columns at a time."""
+def is_json(path: str) -> bool:
+    return str(path).endswith(JSON_SUFFIXES)
+
+
+def read_table(fs, path: str, columns: List[str] = None) -> pa.Table:
+    """One whole results or failed file (a few columns of it, if named)."""
+    if is_json(path):
+        import pyarrow.json as pj
+
+        with fs.open_input_stream(path) as stream:
+            table = pj.read_json(stream)
+        return table.select([c for c in columns if c in table.column_names]) if columns else table
+    import pyarrow.parquet as pq
+
+    with fs.open_input_file(path) as handle:
+        return pq.read_table(handle, columns=columns)
+
+
+def read_column(fs, path: str, column: str) -> List[str]:
+    table = read_table(fs, path, [column])
+    if column not in table.column_names:
+        raise KeyError(f"{path} has no column {column!r}")
+    return [str(v) for v in table[column].to_pylist()]
+
+
+def open_dataset(folder, fmt: str = None):
+    """A pyarrow dataset over a folder Location's files, read lazily, a few columns at a time.
+
+    Parquet and JSON files are opened as two datasets and unioned where both are present
+    (a run's format never changes, but a folder may hold both after an edit).
+    """
     import pyarrow.dataset as pds
 
-    file_format = pds.JsonFileFormat() if fmt == "jsonl" else "parquet"
-    return pds.dataset([str(p) for p in list_files(folder)], format=file_format)
+    entries = folder.list_files()
+    json_files = [e.path for e in entries if is_json(e.path)]
+    parquet_files = [e.path for e in entries if not is_json(e.path)]
+    parts = []
+    if parquet_files:
+        parts.append(pds.dataset(parquet_files, filesystem=folder.fs, format="parquet"))
+    if json_files:
+        parts.append(pds.dataset(json_files, filesystem=folder.fs, format=pds.JsonFileFormat()))
+    if not parts:
+        return pds.dataset([], schema=pa.schema([]), format="parquet")
+    return parts[0] if len(parts) == 1 else pds.dataset(parts)
+
+
+def list_files(path) -> List["Path"]:
+    """The data files of a local folder (or the file itself), as paths."""
+    from pathlib import Path
+
+    from runner import storage
+
+    return [Path(e.path) for e in storage.resolve(str(path)).list_files()]

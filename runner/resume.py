@@ -1,8 +1,10 @@
-"""Finish a run that was killed or interrupted: `python -m runner.resume outputs/runs/<run>`.
+"""Finish a run that was killed or interrupted: `python -m runner.resume <run location> [--force] [key=value ...]`.
 
-Reads the run's saved config.yaml and runs it again in the same folder; the checkpoint
-there makes Ray Data skip every row already written, so each row ends up once.
-Secrets are not in the saved config: export HF_TOKEN again if the model needs it.
+The location is the run's folder (outputs/runs/<date_time>) or its URI (s3://bucket/runs/<date_time>).
+Rows already in results/ or failed/ are never run again; a finished run is left as it is.
+The run's config.yaml is used as saved; a change to it, or `key=value` overrides, are refused
+unless they cannot alter outputs (where Ray runs, batch sizes, tracking) and --force is given.
+Secrets are not in the saved config: export HF_TOKEN / AWS_* again if the run needs them.
 """
 
 import argparse
@@ -12,29 +14,47 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from runner import app, preflight, schema
+from runner import app, preflight, run_state, schema, storage
 
 
-def load_run_config(run_dir: Path):
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
-        raise FileNotFoundError(f"{saved} not found: is {run_dir} a run folder (outputs/runs/<date_time>)?")
-    return OmegaConf.merge(OmegaConf.structured(schema.RunConfig), OmegaConf.load(saved))
+def load_run_config(location: storage.Location, overrides=()):
+    """The run's saved config (from its manifest if config.yaml is gone), typed by the schema."""
+    saved = location.child(run_state.CONFIG)
+    if saved.exists():
+        raw = OmegaConf.create(saved.read_text())
+    else:
+        manifest = run_state.load(location)
+        if manifest is None:
+            raise run_state.ResumeError(f"{location} holds neither {run_state.CONFIG} nor {run_state.MANIFEST}: is it a run location?")
+        raw = OmegaConf.create(manifest.config)
+    cfg = OmegaConf.merge(OmegaConf.structured(schema.RunConfig), raw)
+    if overrides:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    return cfg
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("location", help="the run's folder or URI")
+    parser.add_argument("overrides", nargs="*", help="key=value settings that cannot alter outputs, e.g. ray.address=auto (needs --force)")
+    parser.add_argument("--force", action="store_true", help="accept config changes that cannot alter outputs")
     parser.add_argument("--outputs-root", type=Path, default=Path("outputs"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    log = logging.getLogger("runner")
     try:
-        cfg = load_run_config(args.run_dir)
-        outcome = app.run(cfg, args.run_dir, outputs_root=args.outputs_root, resume=True)
-    except (FileNotFoundError, preflight.PreflightError, schema.UnknownKeyError) as error:
-        logging.getLogger("runner").error("%s", error)
+        location = storage.resolve(args.location)
+        cfg = load_run_config(location, args.overrides)
+        outcome = app.run(cfg, Path(location.path), outputs_root=args.outputs_root, resume=True, force=args.force, location=location)
+    except (run_state.ResumeError, preflight.PreflightError, schema.UnknownKeyError, storage.StorageError) as error:
+        log.error("%s", error)
         sys.exit(2)
-    print(f"resumed {args.run_dir}: {int(outcome.metrics.get('rows_ok', 0))} rows ok, {int(outcome.metrics.get('rows_failed', 0))} failed")
+    except app.RunIncomplete as error:
+        log.error("%s", error)
+        sys.exit(1)
+    counts = outcome.metrics
+    verb = "was already finished" if outcome.already_finished else "resumed"
+    print(f"{location} {verb}: {int(counts.get('rows_ok', 0))} rows ok, {int(counts.get('rows_failed', 0))} failed")
 
 
 if __name__ == "__main__":

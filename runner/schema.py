@@ -136,6 +136,10 @@ class TrackingConfig:
 @dataclass
 class OutputConfig:
     format: str = "parquet"
+    # Where runs live: null keeps each run in its Hydra folder (outputs/runs/<date_time>);
+    # a folder or URI (s3://bucket/prefix, gs://..., /mnt/shared/runs) puts the run's state,
+    # results and figures under it, at the same relative path (runs/<date_time>).
+    uri: Optional[str] = None
 
 
 @dataclass

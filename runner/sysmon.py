@@ -8,10 +8,10 @@ summary figures among the run's metrics.
 from __future__ import annotations
 
 import csv
+import io
 import os
 import threading
 import time
-from pathlib import Path
 from typing import Dict, List, Optional
 
 import psutil
@@ -78,11 +78,12 @@ class SystemMonitor:
             except psutil.Error:
                 continue
 
-    def write_csv(self, path: Path) -> None:
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=FIELDS)
-            writer.writeheader()
-            writer.writerows(self.samples)
+    def csv_text(self) -> str:
+        handle = io.StringIO()
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(self.samples)
+        return handle.getvalue()
 
     def summary(self) -> Dict[str, float]:
         def values(key):

@@ -94,10 +94,11 @@ def experiment_id(mlflow, name: str, outputs_root: Path) -> str:
     return mlflow.create_experiment(name, artifact_location=location)
 
 
-def sample_table(results_dir: Path, fmt: str, text_columns: Iterable[str], rows: int):
-    if not result_files.list_files(results_dir) or rows <= 0:
+def sample_table(results, text_columns: Iterable[str], rows: int):
+    """The first rows of a results Location, text cut short, as a DataFrame for log_table."""
+    if rows <= 0 or not results.list_files():
         return None
-    dataset = result_files.open_dataset(results_dir, fmt)
+    dataset = result_files.open_dataset(results)
     wanted = [c for c in ["id", *text_columns, "generated_text", "num_input_tokens", "num_generated_tokens"] if c in dataset.schema.names]
     frame = dataset.head(rows, columns=list(dict.fromkeys(wanted))).to_pandas()
     for column in text_columns:
@@ -106,15 +107,16 @@ def sample_table(results_dir: Path, fmt: str, text_columns: Iterable[str], rows:
     return frame
 
 
-def _log_system_series(mlflow, csv_path: Path) -> None:
-    if not csv_path.is_file():
+def _log_system_series(mlflow, csv_file) -> None:
+    if not csv_file.exists():
         return
     import csv
+    import io
 
     from mlflow.entities import Metric
 
     metrics = []
-    with open(csv_path, newline="") as handle:
+    with io.StringIO(csv_file.read_text(), newline="") as handle:
         for step, sample in enumerate(csv.DictReader(handle)):
             stamp = int(1000 * float(sample.pop("time_s")))
             for key, value in sample.items():
@@ -178,44 +180,59 @@ def log_failed_run(
 
 
 def log_run_folder(
-    run_dir: Path,
+    run,
     outputs_root: Path,
     parent_run_id: Optional[str] = None,
     tags: Optional[Mapping[str, str]] = None,
     uri: Optional[str] = None,
 ) -> str:
-    """Log a run folder to MLflow (to `uri` if given, else the run's own store); returns the run id."""
+    """Log a run (a storage Location or a local path) to MLflow (to `uri` if given, else the
+    run's own store); returns the MLflow run id.
+
+    A run on local disk has its results copied into MLflow's artifacts; a run in object
+    storage is already where every node and person can read it, so MLflow gets its small
+    files, a sample table and the run's URI (tag runner.run_uri), not a second copy of the data.
+    """
+    import tempfile
+
     import mlflow
     import yaml
 
-    run_dir = Path(run_dir)
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    summary = json.loads((run_dir / "metrics.json").read_text())
+    from runner import run_state, storage
+
+    if not isinstance(run, storage.Location):
+        run = storage.resolve(str(run))
+    config = yaml.safe_load(run.child(run_state.CONFIG).read_text())
+    summary = json.loads(run.child(run_state.METRICS).read_text())
     tracking = config["tracking"]
     exp_id = open_store(tracking, outputs_root, uri)
-    results_dir = run_dir / "results"
-    fmt = config["output"]["format"]
+    results, failed = run.child(run_state.RESULTS), run.child(run_state.FAILED)
     all_tags = {
-        "runner.run_dir": str(run_dir.resolve()),
+        "runner.run_dir": run.uri,
+        "runner.run_uri": run.uri,
         "runner.model": config["model"]["name"],
         "runner.hw": config["hw"]["name"],
         "runner.dataset": config["dataset"]["name"],
         "runner.status": summary.get("status", "finished"),
         **(tags or {}),
     }
-    run_name = tracking.get("run_name") or f"{config['model']['name']}-{config['hw']['name']}-{run_dir.name}"
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, parent_run_id=parent_run_id, tags=all_tags) as run:
+    run_name = tracking.get("run_name") or f"{config['model']['name']}-{config['hw']['name']}-{run.name}"
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, parent_run_id=parent_run_id, tags=all_tags) as active, \
+            tempfile.TemporaryDirectory(prefix="runner-track-") as staging:
         mlflow.log_params(_params(config))
         mlflow.log_metrics({k: float(v) for k, v in summary["metrics"].items()})
-        _log_system_series(mlflow, run_dir / SYSTEM_CSV)
-        mlflow.log_artifact(str(run_dir / "config.yaml"))
-        mlflow.log_artifact(str(run_dir / "metrics.json"))
-        if tracking.get("log_results", True) and results_dir.is_dir():
-            mlflow.log_artifacts(str(results_dir), artifact_path="results")
-        if (run_dir / "failed").is_dir():
-            mlflow.log_artifacts(str(run_dir / "failed"), artifact_path="failed")
+        _log_system_series(mlflow, run.child(SYSTEM_CSV))
+        for name in (run_state.CONFIG, run_state.METRICS):
+            local = Path(staging) / name
+            local.write_bytes(run.child(name).read_bytes())
+            mlflow.log_artifact(str(local))
+        if run.is_local:
+            if tracking.get("log_results", True) and results.list_files():
+                mlflow.log_artifacts(results.path, artifact_path="results")
+            if failed.list_files():
+                mlflow.log_artifacts(failed.path, artifact_path="failed")
         text_columns = list(summary.get("prompt_columns", []))
-        table = sample_table(results_dir, fmt, text_columns, int(tracking.get("sample_rows", 8)))
+        table = sample_table(results, text_columns, int(tracking.get("sample_rows", 8)))
         if table is not None:
             mlflow.log_table(data=table, artifact_file="samples.json")
-        return run.info.run_id
+        return active.info.run_id
