@@ -1,0 +1,177 @@
+"""Exactly once under any kill: a run SIGKILLed at every phase and resumed, on local disk and S3.
+
+Each step kills the whole process group (driver, Ray, engine) at a named point of the run
+(runner.faults), then the next step resumes it. The input mixes good rows with rows that
+must fail (bad JSON, null, number, empty text), so failed-row accounting is killed too.
+After every step no id may be in the results twice; at the end every input id is in the
+results or in failed/ exactly once, and resuming the finished run adds nothing.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.fs as pafs
+import pytest
+
+from runner import result_files, storage
+from tests.e2e_helpers import ROOT, SAMPLE_NEWS
+
+# Results land two rows at a time, one batch in flight, so kills fall between writes.
+TRICKLE = ("processor.batch_size=2", "processor.max_concurrent_batches=1", "prompt.max_tokens=12", "tracking.enabled=false")
+GOOD_ROWS = 10
+
+
+def write_input(lines_out) -> list:
+    """Ten good articles and five rows that must fail; returns every id a run must account for."""
+    articles = [json.loads(line) for line in SAMPLE_NEWS.read_text().splitlines()[:GOOD_ROWS]]
+    lines = [json.dumps({"id": a["id"], "article": a["article"]}) for a in articles]
+    lines.insert(3, json.dumps({"id": "bad-null", "article": None}))
+    lines.insert(5, '{"id": "bad-json", "article": "cut off')  # not JSON: its id is derived from file and line
+    lines.insert(7, json.dumps({"id": "bad-number", "article": 12345}))
+    lines.insert(9, json.dumps({"id": "bad-empty", "article": "   "}))
+    lines.append(json.dumps({"id": "bad-missing"}))
+    lines_out("\n".join(lines) + "\n")
+    bad_json_line = lines.index('{"id": "bad-json", "article": "cut off') + 1
+    return [a["id"] for a in articles] + ["bad-null", f"input.jsonl:{bad_json_line}", "bad-number", "bad-empty", "bad-missing"]
+
+
+def launch(cwd: Path, args, kill_at, env) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **env}
+    full_env.pop("RUNNER_KILL_AT", None)
+    if kill_at:
+        full_env["RUNNER_KILL_AT"] = kill_at
+    return subprocess.run(
+        [sys.executable, "-m", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=900,
+        start_new_session=True,  # the kill takes the run's whole process group, as a node failure would
+    )
+
+
+def ids_in(folder: storage.Location):
+    ids = []
+    for entry in folder.list_files():
+        ids += result_files.read_column(folder.fs, entry.path, "id")
+    return ids
+
+
+def ok_ids(run: storage.Location):
+    ids = []
+    for entry in run.child("results").list_files():
+        table = result_files.read_table(run.fs, entry.path, ["id", "error"])
+        ids += [r["id"] for r in table.to_pylist() if not r["error"]]
+    return ids
+
+
+# (where the run is killed, what a person would run): the first starts the run, the rest resume it.
+STEPS = [
+    ("manifest_written", "run"),  # run state written, Ray not started
+    ("ray_started", "resume"),  # Ray up, nothing read yet
+    ("results_written:2", "resume"),  # mid-generation, two result files out
+    ("pipeline_done", "resume"),  # every row written, nothing accounted or sealed
+    ("failed_rows_moved", "resume"),  # accounting: failed rows copied to failed/, not yet dropped from results/
+    ("metrics_written", "resume"),  # figures written, run not sealed
+    (None, "resume"),
+]
+
+
+def kill_and_resume_everywhere(cwd: Path, run_uri: str, data_uri: str, env: dict, steps=STEPS):
+    run = storage.resolve(run_uri)
+    outputs = []
+    for kill_at, action in steps:
+        if action == "run":
+            args = ["runner", *TRICKLE, "dataset=jsonl", f"dataset.path={data_uri}", "hydra.run.dir=outputs/runs/k"]
+            if run_uri.startswith("s3://"):
+                args.append(f"output.uri={run_uri.rsplit('/runs/k', 1)[0]}")
+        else:
+            args = ["runner.resume", run_uri]
+        done = launch(cwd, args, kill_at, env)
+        outputs.append(done.stdout + done.stderr)
+        tail = outputs[-1][-4000:]
+        if kill_at:
+            assert done.returncode == -signal.SIGKILL, f"{kill_at}: the run was not killed there (exit {done.returncode})\n{tail}"
+        else:
+            assert done.returncode == 0, tail
+        # Whatever the kill left, no row is in the results twice.
+        written = Counter(ok_ids(run))
+        assert not [i for i, n in written.items() if n > 1], f"after {kill_at}: {written}"
+    return run, outputs
+
+
+def assert_exactly_once(run: storage.Location, expected_ids):
+    ok, failed = ok_ids(run), ids_in(run.child("failed"))
+    counts = Counter(ok + failed)
+    assert sorted(counts) == sorted(expected_ids) and max(counts.values()) == 1, counts
+    assert len(ok) == GOOD_ROWS
+    reasons = {}
+    for entry in run.child("failed").list_files():
+        for row in result_files.read_table(run.fs, entry.path, ["id", "error"]).to_pylist():
+            reasons[row["id"]] = row["error"]
+    assert all(reasons.values()), reasons
+    manifest = json.loads(run.child("manifest.json").read_text())
+    assert manifest["status"] == "finished" and manifest["counts"]["rows_ok"] == GOOD_ROWS
+    metrics = json.loads(run.child("metrics.json").read_text())["metrics"]
+    assert (metrics["rows_in"], metrics["rows_ok"], metrics["rows_failed"], metrics["duplicate_rows"]) == (15, 10, 5, 0)
+
+
+def assert_resuming_a_finished_run_adds_nothing(cwd, run, env):
+    before = sorted(ids_in(run.child("results"))), sorted(ids_in(run.child("failed")))
+    again = launch(cwd, ["runner.resume", run.uri], None, env)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "already finished" in again.stdout
+    assert (sorted(ids_in(run.child("results"))), sorted(ids_in(run.child("failed")))) == before
+
+
+@pytest.mark.slow
+def test_killed_at_every_phase_on_local_disk_each_row_once(tmp_path):
+    data = tmp_path / "input.jsonl"
+    expected = write_input(data.write_text)
+    run, outputs = kill_and_resume_everywhere(tmp_path, str(tmp_path / "outputs/runs/k"), str(data), {})
+    assert_exactly_once(run, expected)
+    # The bad JSON line is named by file and line, in the failed row and in the log.
+    assert any("input.jsonl:" in o for o in outputs)
+    assert_resuming_a_finished_run_adds_nothing(tmp_path, run, {})
+
+
+PLANTED_AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/PLANTEDsecretKEY42"
+
+
+def ray_session_logs(since: float):
+    """Files of the Ray sessions started since `since` (Ray's own logs, not ours)."""
+    found = []
+    for session in Path("/tmp/ray").glob("session_2*"):
+        if session.is_dir() and not session.is_symlink() and session.stat().st_mtime >= since:
+            found += [p for p in session.rglob("*") if p.is_file()]
+    return found
+
+
+@pytest.mark.slow
+def test_killed_mid_run_on_s3_each_row_once(tmp_path, s3, monkeypatch):
+    started = time.time()
+    env = {**s3.env, "AWS_SECRET_ACCESS_KEY": PLANTED_AWS_SECRET}  # moto takes any key; this one must leak nowhere
+    for key, value in env.items():  # this process reads the bucket too
+        monkeypatch.setenv(key, value)
+    bucket = s3.create_bucket("exactly-once")[len("s3://"):]
+    fs, _ = pafs.FileSystem.from_uri(f"s3://{bucket}")
+
+    def upload(text):
+        with fs.open_output_stream(f"{bucket}/input/input.jsonl") as stream:
+            stream.write(text.encode())
+
+    expected = write_input(upload)
+    steps = [("manifest_written", "run"), ("results_written:2", "resume"), ("pipeline_done", "resume"), (None, "resume")]
+    run, outputs = kill_and_resume_everywhere(tmp_path, f"s3://{bucket}/runs/runs/k", f"s3://{bucket}/input/input.jsonl", env, steps)
+    assert_exactly_once(run, expected)
+    assert_resuming_a_finished_run_adds_nothing(tmp_path, run, env)
+    # Nothing of the run was written to the driver's disk but Hydra's own log folder.
+    local = tmp_path / "outputs/runs/k"
+    assert not (local / "results").exists() and not (local / "manifest.json").exists()
+    # The credentials reached the workers (they wrote to the bucket) and were written nowhere.
+    needle = PLANTED_AWS_SECRET.encode()
+    leaked = [p for p in [*tmp_path.rglob("*"), *ray_session_logs(started)] if p.is_file() and needle in p.read_bytes()]
+    leaked += [e.path for e in storage.resolve(f"s3://{bucket}").list_files() if needle in storage.resolve(f"s3://{e.path}").read_bytes()]
+    assert leaked == [] and not any(PLANTED_AWS_SECRET in o for o in outputs)

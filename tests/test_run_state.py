@@ -1,0 +1,128 @@
+"""Run state without Ray: the manifest's guards, finished ids from the files, accounting passes."""
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from runner import accounting, run_state, storage
+
+CONFIG = {
+    "model": {"name": "m"}, "engine": {"max_num_seqs": 8, "dtype": "auto"}, "prompt": {"temperature": 0.3},
+    "processor": {"batch_size": 16}, "tracking": {"enabled": True}, "dataset": {"limit": None}, "output": {"format": "parquet"},
+}
+INPUT = {"files": [{"path": "a.jsonl", "size": 10, "mtime": 1.0}], "limit": None}
+
+
+def manifest():
+    return run_state.Manifest(config=json.loads(json.dumps(CONFIG)), input=json.loads(json.dumps(INPUT)), id_column="id")
+
+
+def edited(**changes):
+    config = json.loads(json.dumps(CONFIG))
+    for dotted, value in changes.items():
+        section, key = dotted.split("__")
+        config[section][key] = value
+    return config
+
+
+def test_manifest_round_trips_and_is_written_whole(tmp_path):
+    where = storage.resolve(str(tmp_path / "run"))
+    run_state.save(where, manifest())
+    loaded = run_state.load(where)
+    assert loaded.config == CONFIG and loaded.status == run_state.RUNNING
+    assert json.loads((tmp_path / "run/manifest.json").read_text())["config_fingerprint"] == manifest().config_fingerprint
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["manifest.json"]  # no staging file left
+
+
+def test_an_unchanged_run_resumes():
+    assert run_state.check_resumable(manifest(), CONFIG, INPUT, force=False, where="r") == []
+
+
+@pytest.mark.parametrize("change", [{"prompt__temperature": 0.7}, {"output__format": "jsonl"}, {"dataset__limit": 20}, {"model__name": "x"}])
+def test_a_change_that_alters_outputs_is_refused_even_with_force(change):
+    with pytest.raises(run_state.ResumeError, match=list(change)[0].replace("__", ".")):
+        run_state.check_resumable(manifest(), edited(**change), INPUT, force=True, where="r")
+
+
+def test_a_scheduling_change_needs_force_and_is_then_accepted():
+    config = edited(processor__batch_size=64, engine__max_num_seqs=4)
+    with pytest.raises(run_state.ResumeError, match="--force"):
+        run_state.check_resumable(manifest(), config, INPUT, force=False, where="r")
+    accepted = run_state.check_resumable(manifest(), config, INPUT, force=True, where="r")
+    assert any("processor.batch_size" in c for c in accepted) and any("engine.max_num_seqs" in c for c in accepted)
+
+
+def test_changed_input_is_refused_naming_the_file():
+    changed = {"files": [{"path": "a.jsonl", "size": 11, "mtime": 2.0}, {"path": "b.jsonl", "size": 1, "mtime": 1.0}], "limit": None}
+    with pytest.raises(run_state.ResumeError, match=r"a\.jsonl changed .*b\.jsonl is new"):
+        run_state.check_resumable(manifest(), CONFIG, changed, force=True, where="r")
+
+
+def rows(ids, error=""):
+    return pa.Table.from_pylist([{"id": i, "generated_text": f"text {i}", "error": error} for i in ids])
+
+
+def test_finished_ids_come_from_readable_files_and_a_torn_file_is_kept_aside(tmp_path):
+    where = storage.resolve(str(tmp_path))
+    results = tmp_path / "results"
+    results.mkdir()
+    pq.write_table(rows(["a", "b"]), results / "one.parquet")
+    # Results written as JSON lines read by their name, whatever the config says now.
+    (results / "two.json").write_text(json.dumps({"id": "c", "generated_text": "t", "error": ""}) + "\n")
+    whole = (results / "one.parquet").read_bytes()
+    (results / "torn.parquet").write_bytes(whole[: len(whole) // 2])  # a writer killed mid-file
+    assert run_state.finished_ids(where, "id") == {"a", "b", "c"}
+    assert not (results / "torn.parquet").exists()
+    assert (results / "_unreadable" / "torn.parquet").read_bytes() == whole[: len(whole) // 2]
+    assert (results / "one.parquet").exists() and (results / "two.json").exists()
+
+
+def read_ids(folder):
+    found = []
+    for path in sorted(folder.glob("*")):
+        if path.suffix == ".parquet":
+            found += pq.read_table(path)["id"].to_pylist()
+        elif path.suffix == ".jsonl":
+            found += [json.loads(line)["id"] for line in path.read_text().splitlines()]
+    return found
+
+
+def test_settle_moves_failed_rows_once_drops_repeats_and_is_idempotent(tmp_path):
+    where = storage.resolve(str(tmp_path))
+    results = tmp_path / "results"
+    results.mkdir()
+    pq.write_table(pa.concat_tables([rows(["a", "b"]), rows(["x"], error="bad row")]), results / "one.parquet")
+    pq.write_table(rows(["b", "c"]), results / "two.parquet")  # "b" again: a retried write
+    first = accounting.settle(where, "id", rows_in=4)
+    assert (first.rows_ok, first.rows_failed, first.duplicate_rows, first.balanced) == (3, 1, 0, True)
+    assert sorted(read_ids(results)) == ["a", "b", "c"] and read_ids(tmp_path / "failed") == ["x"]
+    again = accounting.settle(where, "id", rows_in=4)
+    assert again == first and sorted(read_ids(results)) == ["a", "b", "c"]
+
+
+def test_settle_finishes_a_pass_killed_between_its_two_writes(tmp_path):
+    where = storage.resolve(str(tmp_path))
+    (tmp_path / "results").mkdir()
+    table = pa.concat_tables([rows(["a"]), rows(["x"], error="bad row")])
+    pq.write_table(table, tmp_path / "results/one.parquet")
+    # The failed file was written, the results file not yet rewritten: "x" is in both.
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "failed/one.jsonl").write_text(json.dumps({"id": "x", "error": "bad row", "generated_text": ""}) + "\n")
+    counts = accounting.settle(where, "id", rows_in=2)
+    assert (counts.rows_ok, counts.rows_failed, counts.balanced) == (1, 1, True)
+    assert read_ids(tmp_path / "results") == ["a"]
+
+
+def test_settle_on_s3(s3, monkeypatch):
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    bucket = s3.create_bucket("settle-test")[len("s3://"):]
+    where = storage.resolve(f"s3://{bucket}/run")
+    buffer = pa.BufferOutputStream()
+    pq.write_table(pa.concat_tables([rows(["a", "b"]), rows(["x"], error="bad")]), buffer)
+    where.child("results", "one.parquet").write_bytes(buffer.getvalue().to_pybytes())
+    counts = accounting.settle(where, "id", rows_in=3)
+    assert (counts.rows_ok, counts.rows_failed, counts.balanced) == (2, 1, True)
+    assert run_state.finished_ids(where, "id") == {"a", "b", "x"}
