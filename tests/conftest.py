@@ -21,3 +21,13 @@ def compose_config(*overrides: str):
 @pytest.fixture
 def compose_cfg():
     return compose_config
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A moto S3 server on loopback for the session (tests/s3_server.py); `with s3.environ():`
+    points pyarrow, boto3 and Ray workers started inside the block at it."""
+    from tests.s3_server import s3_server
+
+    with s3_server() as server:
+        yield server
