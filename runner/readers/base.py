@@ -466,22 +466,28 @@ class Reader:
         """The rows still to run, one read task (one block) per chunk that has any.
 
         Each task reads its chunk through the Location's filesystem (workers of a local Ray
-        inherit the driver's environment, credentials included) and leaves out the rows at
-        the positions the driver computed from `done_ids`; a chunk whose rows are all done
-        is not read at all. `read_kwargs` go to ray.data.read_datasource (e.g. num_cpus).
+        inherit the driver's environment, credentials included) and leaves out the rows the
+        driver found done; only the chunk and its skip list travel with the task, never the
+        whole done set. `read_kwargs` go to ray.data.read_datasource (e.g. num_cpus).
         """
         import ray.data
 
         from runner.readers.ray_source import ChunkDatasource
 
-        done = done_ids if isinstance(done_ids, (set, frozenset)) else {str(i) for i in done_ids}
-        work = []
-        for chunk in scan.chunks:
-            skip = [position for position, row_id in enumerate(chunk.ids) if row_id in done] if done else []
-            if len(skip) < chunk.rows:
-                work.append((chunk, skip))
+        work = pending_work(scan, done_ids)
         source = ChunkDatasource(self, scan.layout, work)
         return ray.data.read_datasource(source, override_num_blocks=max(1, len(work)), **read_kwargs)
+
+
+def pending_work(scan: Scan, done_ids: Iterable[str] = ()) -> List[Tuple[Chunk, List[int]]]:
+    """(chunk, positions of its done rows) for every chunk with a row still to run."""
+    done = done_ids if isinstance(done_ids, (set, frozenset)) else {str(i) for i in done_ids}
+    work = []
+    for chunk in scan.chunks:
+        skip = [position for position, row_id in enumerate(chunk.ids) if row_id in done] if done else []
+        if len(skip) < chunk.rows:
+            work.append((chunk, skip))
+    return work
 
 
 def layout_schema(columns: List[Tuple[str, pa.DataType]], id_column: str) -> pa.Schema:
