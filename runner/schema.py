@@ -59,11 +59,18 @@ class DatasetConfig:
     name: str = MISSING
     # bundled (a file in runner/assets), jsonl, parquet, csv, hub, synthetic
     source: str = MISSING
+    # A file, a folder or a URI (s3://, gs://, ...); hub: the dataset's repo id.
     path: Optional[str] = None
     hub_config: Optional[str] = None
     split: str = "train"
+    # The first N rows in file order (the same rows on every resume).
     limit: Optional[int] = None
-    id_column: str = "id"
+    # The column that identifies each row. null: the data's `id` column if it has one,
+    # else an id derived from file and line (`part-0.jsonl:17`), written as `id`.
+    id_column: Optional[str] = None
+    # An id that occurs more than once: fail (stop before any work, naming where) or
+    # rename (the 2nd, 3rd... occurrence in file order becomes <id>#2, <id>#3...).
+    on_duplicate_id: str = "fail"
     # synthetic only
     num_rows: int = 1000
     input_tokens: int = 1000

@@ -17,7 +17,11 @@ REQUIRED_OPTIONS = {
     "engine": {"default"},
 }
 # Options that need a value no default can give.
-NEEDS = {("dataset", "jsonl"): ["dataset.path=/data/x.jsonl"], ("dataset", "parquet"): ["dataset.path=/data/x.parquet"]}
+NEEDS = {
+    ("dataset", "jsonl"): ["dataset.path=/data/x.jsonl"],
+    ("dataset", "parquet"): ["dataset.path=/data/x.parquet"],
+    ("dataset", "csv"): ["dataset.path=/data/x.csv"],
+}
 
 
 def test_the_required_options_exist():
