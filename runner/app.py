@@ -110,25 +110,15 @@ def _scan_input(config: Dict[str, Any], reader):
     """One streamed pass over the input before anything starts: rows, bad lines, duplicate ids."""
     started = time.time()
     scan = reader.scan()
-    dataset = config["dataset"]
-    if scan.ignored_files:
-        log.warning("dataset.path: ignored %d file(s) not of the dataset's format: %s", len(scan.ignored_files), ", ".join(scan.ignored_files[:10]))
-    if scan.derived_ids:
-        log.info("dataset has no id column: each row's id is <file>:<line>, stable across resume, written to the results as 'id'")
+    for note in scan.notes():
+        log.warning("input: %s", note) if scan.bad_rows or scan.ignored_files else log.info("input: %s", note)
     problems = []
-    if scan.duplicate_ids:
-        shown = "; ".join(f"{d.id!r} at {', '.join(d.where[:3])}" for d in scan.duplicate_ids[:5])
-        problems.append(
-            f"{len(scan.duplicate_ids)} id(s) occur more than once in the input (dataset.id_column="
-            f"{dataset.get('id_column') or 'id'}): {shown}. Fix: make them unique, or set dataset.on_duplicate_id=rename "
-            "to number the repeats"
-        )
-    if scan.bad_rows:
-        shown = "; ".join(f"{b.file}:{b.line}: {b.reason}" for b in scan.bad_rows[:5])
-        if config["errors"]["on_row_error"] == "fail":
-            problems.append(f"{len(scan.bad_rows)} input row(s) cannot be read: {shown}. Fix the data, or set errors.on_row_error=continue to record them in failed/")
-        else:
-            log.warning("%d input row(s) cannot be read and will be recorded in failed/: %s", len(scan.bad_rows), shown)
+    duplicates = scan.duplicate_problem()
+    if duplicates:
+        problems.append(duplicates)
+    if scan.bad_rows and config["errors"]["on_row_error"] == "fail":
+        shown = "; ".join(row.message for row in scan.bad_rows[:5])
+        problems.append(f"{len(scan.bad_rows)} input row(s) cannot run: {shown}. Fix the data, or set errors.on_row_error=continue to record them in failed/")
     if problems:
         raise preflight.PreflightError(problems)
     log.info("input: %d row(s) in %d chunk(s), scanned in %.1f s", scan.rows, len(scan.chunks), time.time() - started)

@@ -44,7 +44,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 import yaml
 
-from runner import gpus, result_files
+from runner import gpus, readers, result_files
 
 log = logging.getLogger("runner.bench")
 
@@ -110,7 +110,7 @@ def build_requests(config: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
 
     prompt_cfg = config["prompt"]
     columns = prompt.column_map(prompt_cfg)
-    id_column = config["dataset"]["id_column"]
+    id_column = readers.id_column(config["dataset"])
     tokenizer = None
     if prompt_cfg["chat_template"]:
         from transformers import AutoProcessor
@@ -126,20 +126,11 @@ def build_requests(config: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
 
 
 def read_rows(config: Mapping[str, Any]) -> List[Dict[str, Any]]:
-    """The dataset group's rows, read the way the pipeline reads them (a short-lived local Ray)."""
-    import ray
+    """The dataset group's rows, with the ids the pipeline gives them, read by the same reader."""
+    from runner import prompt, readers
 
-    from runner import data, redaction
-
-    kwargs: Dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-    if config["ray"].get("num_cpus"):
-        kwargs["num_cpus"] = int(config["ray"]["num_cpus"])
-    ray.init(**kwargs)
-    try:
-        rows = data.read(config["dataset"], redaction.hub_token()).take_all()
-    finally:
-        ray.shutdown()
-    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()} for row in rows]
+    reader = readers.for_dataset(config["dataset"], text_columns=prompt.column_map(config["prompt"]).values())
+    return reader.head(reader.scan().rows)
 
 
 # ---------------------------------------------------------------------------- children
@@ -226,14 +217,15 @@ def child_pipeline(run_dir: Path) -> None:
     outcome = app.run(OmegaConf.create(config), side_dir / "run", outputs_root=side_dir / "outputs")
     _stamp(marks, "app_returned")
 
-    table = _read_results(outcome.results_dir, config["output"]["format"])
+    table = _read_results(outcome.results_dir)
     starts = [f - l for f, l in zip(table["finished_at"], table["latency_s"])]
-    files = result_files.list_files(outcome.results_dir)
+    files = outcome.results_dir.list_files()
     marks["first_request_in"] = min(starts)
-    marks["last_output_out"] = max(p.stat().st_mtime for p in files)
+    marks["last_output_out"] = max(entry.mtime for entry in files)
     marks["results_written"] = marks["last_output_out"]
     marks["last_finished_at_reported"] = max(table["finished_at"])
-    ids = [str(i) for i in table[config["dataset"]["id_column"]]] if config["dataset"]["id_column"] in table else []
+    id_column = readers.id_column(config["dataset"])
+    ids = [str(i) for i in table[id_column]] if id_column in table else []
     result = {
         "side": "pipeline",
         "marks": marks,
@@ -267,8 +259,8 @@ def _wrap_timed(module, name: str, marks: Dict[str, float]) -> None:
     setattr(module, name, timed)
 
 
-def _read_results(results_dir: Path, fmt: str) -> Dict[str, list]:
-    dataset = result_files.open_dataset(results_dir, fmt)
+def _read_results(results) -> Dict[str, list]:
+    dataset = result_files.open_dataset(results)
     wanted = ["id", "num_input_tokens", "num_generated_tokens", "latency_s", "finished_at"]
     return dataset.to_table(columns=[c for c in wanted if c in dataset.schema.names]).to_pydict()
 

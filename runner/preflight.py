@@ -140,12 +140,15 @@ def check_run_location(location: Location, resume: bool) -> List[str]:
     return []
 
 
-def run_checks(cfg: Mapping[str, Any], location: Location, resume: bool = False):
-    """Raise PreflightError listing every problem; return the dataset's reader."""
-    problems = check_hardware(cfg) + check_limits(cfg) + models.check(cfg["model"]) + check_run_location(location, resume)
+def run_checks(cfg: Mapping[str, Any], location: Optional[Location] = None, resume: bool = False):
+    """Raise PreflightError listing every problem; return the dataset's reader. The run's
+    location is checked when given."""
+    problems = check_hardware(cfg) + check_limits(cfg) + models.check(cfg["model"])
+    if location is not None:
+        problems += check_run_location(location, resume)
     reader = None
     try:
-        reader = readers.for_dataset(cfg["dataset"])
+        reader = readers.for_dataset(cfg["dataset"], text_columns=prompt.column_map(cfg["prompt"]).values())
         problems += check_prompt_and_data(cfg, reader.columns())
     except readers.DatasetError as error:
         problems.append(str(error))

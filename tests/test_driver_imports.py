@@ -41,12 +41,14 @@ LENGTH_PROBE = textwrap.dedent(
     import sys
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
-    from runner import models, preflight, schema
+    from runner import models, preflight, prompt, readers, schema
 
     schema.register()
     with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
         config = OmegaConf.to_container(compose("config", overrides=sys.argv[2:]), resolve=True)
-    found = preflight.check_prompt_lengths(config, models.locate(config["model"]).source)
+    reader = readers.for_dataset(config["dataset"], text_columns=prompt.column_map(config["prompt"]).values())
+    rows = reader.head(config["errors"]["length_check_rows"])
+    found = preflight.check_prompt_lengths(config, models.locate(config["model"]).source, rows)
     print("transformers" in sys.modules, found)
     """
 )

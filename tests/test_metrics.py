@@ -4,7 +4,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runner import metrics
+from runner import metrics, storage
 
 HW = {"price_per_hour": 3.6}
 
@@ -24,7 +24,7 @@ def test_startup_and_steady_state_are_split_by_the_first_request(tmp_path):
         {"num_input_tokens": 100, "num_generated_tokens": 10, "latency_s": 5.0, "ttft_s": 1.5, "finished_at": 120.0},
     ]
     write_results(tmp_path / "r", rows)
-    figures = metrics.compute(tmp_path / "r", "parquet", started_at=100.0, finished_at=125.0, hw=HW, replicas=2)
+    figures = metrics.compute(storage.resolve(str(tmp_path / "r")), started_at=100.0, finished_at=125.0, hw=HW, replicas=2)
     assert figures["rows"] == 4 and figures["wall_s"] == 25.0
     assert figures["startup_s"] == pytest.approx(10.0)
     assert figures["generation_s"] == pytest.approx(10.0)
@@ -44,5 +44,5 @@ def test_jsonl_results_are_measured_too(tmp_path):
     folder.mkdir()
     row = {"num_input_tokens": 7, "num_generated_tokens": 3, "latency_s": 1.0, "ttft_s": 0.1, "finished_at": 11.0}
     (folder / "part.json").write_text(json.dumps(row) + "\n")
-    figures = metrics.compute(folder, "jsonl", started_at=0.0, finished_at=12.0, hw={"price_per_hour": 0.0}, replicas=1)
+    figures = metrics.compute(storage.resolve(str(folder)), started_at=0.0, finished_at=12.0, hw={"price_per_hour": 0.0}, replicas=1)
     assert figures["rows"] == 1 and figures["output_tokens"] == 3 and figures["startup_s"] == pytest.approx(10.0)

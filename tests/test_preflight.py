@@ -74,10 +74,12 @@ def test_prompt_column_the_dataset_lacks(tmp_path):
     assert any("'article'" in p and "prompt.columns.article=" in p and "text" in p for p in found)
 
 
-def test_missing_id_column(tmp_path):
+def test_an_id_column_asked_for_must_exist_and_none_is_needed(tmp_path):
     (tmp_path / "d.jsonl").write_text(json.dumps({"article": "x"}) + "\n")
-    found = problems("dataset=jsonl", f"dataset.path={tmp_path}/d.jsonl")
-    assert any("dataset.id_column" in p for p in found)
+    found = problems("dataset=jsonl", f"dataset.path={tmp_path}/d.jsonl", "dataset.id_column=doc_id")
+    assert any("dataset.id_column" in p and "doc_id" in p for p in found)
+    # Without one asked for, ids are derived from file and line: nothing to fix.
+    preflight.run_checks(OmegaConf.to_container(compose_config("dataset=jsonl", f"dataset.path={tmp_path}/d.jsonl"), resolve=True))
 
 
 def test_parquet_schema_is_read_without_ray(tmp_path):
