@@ -303,9 +303,12 @@ def test_synthetic_rows(tmp_path):
         readers.for_dataset({"source": "synthetic", "num_rows": 0, "input_tokens": 3})
 
 
-def test_hub_datasets_read_the_hubs_parquet_export():
-    reader = readers.for_dataset({"source": "hub", "path": "abisee/cnn_dailymail", "hub_config": "3.0.0", "split": "test", "limit": 1000})
-    assert isinstance(reader, readers.ParquetReader)
+def test_hub_datasets_read_the_hubs_parquet_export(compose_cfg):
+    from omegaconf import OmegaConf
+
+    dataset = OmegaConf.to_container(compose_cfg("dataset=cnn_dailymail"), resolve=True)["dataset"]
+    reader = readers.for_dataset(dataset)  # builds the location only: no network until read
+    assert isinstance(reader, readers.ParquetReader) and reader.limit == 1000
     assert reader.location.uri == "hf://datasets/abisee/cnn_dailymail@~parquet/3.0.0/test"
     assert reader.location.path == "datasets/abisee/cnn_dailymail@refs/convert/parquet/3.0.0/test"
     assert readers.hub_uri("org/data", None, "train") == "hf://datasets/org/data@~parquet/default/train"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from runner.storage import FileEntry, Location
 
@@ -325,6 +326,10 @@ class Reader:
     unit = "row"
     missing_fix = "give an existing file or folder"
 
+    @property
+    def file_kind(self) -> str:
+        return self.source
+
     def __init__(
         self,
         location: Optional[Location],
@@ -367,13 +372,13 @@ class Reader:
         if self._listing is None:
             location = self.location
             try:
-                exists = location.exists()
-                entries = location.list_files() if exists else []
+                kind = location.info().type
+                entries = location.list_files() if kind != pafs.FileType.NotFound else []
             except OSError as error:
                 raise DatasetError(f"{self.setting}: {location} cannot be read ({type(error).__name__}: {error})") from error
-            if not exists:
+            if kind == pafs.FileType.NotFound:
                 raise DatasetError(f"{self.setting}: {location} does not exist. Fix: {self.missing_fix}")
-            if location.is_file():
+            if kind == pafs.FileType.File:
                 # A file named on purpose is read whatever its extension.
                 self._listing = (entries, [])
             else:
@@ -382,8 +387,8 @@ class Reader:
                 if not mine:
                     found = f" (it holds: {', '.join(ignored[:5])}{' ...' if len(ignored) > 5 else ''})" if ignored else ""
                     raise DatasetError(
-                        f"{self.setting}: the folder {location} holds no {self.source} files ({', '.join(self.extensions)}){found}. "
-                        f"Fix: point dataset.path at {self.source} files, or pick the dataset option of their format"
+                        f"{self.setting}: the folder {location} holds no {self.file_kind} files ({', '.join(self.extensions)}){found}. "
+                        f"Fix: point dataset.path at {self.file_kind} files, or pick the dataset option of their format"
                     )
                 self._listing = (mine, ignored)
         return self._listing

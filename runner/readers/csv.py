@@ -21,7 +21,6 @@ from runner.readers.base import (
     ABSENT, UNREADABLE, DEFAULT_ID_COLUMN, INPUT_ERROR_COLUMN, Chunk, Collector, DatasetError, Layout, Reader, Scan, keep_positions,
     layout_schema, text_problem,
 )
-from runner.storage import FileEntry
 
 # Undecodable bytes, kept by errors="surrogateescape" so one bad byte fails its row only.
 _UNDECODED = re.compile("[\udc80-\udcff]")
@@ -67,8 +66,8 @@ class CsvReader(Reader):
                     f"{self.setting}: {relative} line {rows.line_num}: {error}. Fix: repair the file (CSV with a header row)"
                 ) from error
 
-    def _rows(self, entry: FileEntry) -> Iterator[Tuple[int, Dict[str, Any], Optional[str]]]:
-        for number, header, fields, problem in self._records(entry.path, entry.relative):
+    def _rows(self, path: str, relative: str) -> Iterator[Tuple[int, Dict[str, Any], Optional[str]]]:
+        for number, header, fields, problem in self._records(path, relative):
             if number:
                 yield number, dict(zip(header, fields)), problem
 
@@ -91,7 +90,7 @@ class CsvReader(Reader):
     def head(self, n: int) -> List[Dict[str, Any]]:
         wanted, rows, seen = self._head_limit(n), [], 0
         for entry in self.files():
-            for _, row, problem in self._rows(entry):
+            for _, row, problem in self._rows(entry.path, entry.relative):
                 if seen >= wanted:
                     return rows
                 seen += 1
@@ -127,7 +126,11 @@ class CsvReader(Reader):
         return self._finish(collector, layout, derived_ids, {})
 
     def read_chunk(self, chunk: Chunk, layout: Layout, skip: Sequence[int] = ()) -> pa.Table:
-        rows = [row for _, row, _ in self._rows_of(chunk)]
+        rows = []
+        for number, row, _ in self._rows(chunk.path, chunk.relative):
+            rows.append(row)
+            if number >= chunk.rows:  # a chunk is a whole file from its first row, up to the limit
+                break
         if len(rows) < chunk.rows:
             raise OSError(f"{chunk.relative}: {len(rows)} rows where the scan found {chunk.rows}: the file changed during the run")
         keep = keep_positions(chunk.rows, skip)
@@ -140,13 +143,6 @@ class CsvReader(Reader):
             else:
                 columns[field.name] = [_value(rows[p].get(field.name)) for p in keep]
         return values.table(columns, layout.schema)
-
-    def _rows_of(self, chunk: Chunk) -> Iterator[Tuple[int, Dict[str, Any], Optional[str]]]:
-        for number, header, fields, problem in self._records(chunk.path, chunk.relative):
-            if number:
-                yield number, dict(zip(header, fields)), problem
-            if number >= chunk.rows:
-                return
 
 
 def _value(value: Optional[str]) -> Optional[str]:

@@ -31,5 +31,9 @@ class HubReader(ParquetReader):
         super().__init__(location, setting=setting, path_setting=repo, **settings)
         self.repo, self.config, self.split = repo, config, split
 
+    @property
+    def file_kind(self) -> str:
+        return "parquet"
+
     def _settings(self) -> Dict[str, Any]:
         return {"hub_config": self.config, "split": self.split}
