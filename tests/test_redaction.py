@@ -5,13 +5,11 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
-
 import pytest
 
 from runner import redaction
 from tests.conftest import CONF_DIR
-from tests.e2e_helpers import ROOT, grep_tree
+from tests.e2e_helpers import ROOT, grep_tree, ray_sessions
 
 
 @pytest.mark.parametrize("name", ["hf_token", "HF_TOKEN", "api_key", "aws_secret_access_key", "db_password", "tracking.token"])
@@ -100,11 +98,6 @@ INHERITANCE_PROBE = textwrap.dedent(
         pipeline.stop_ray()
     """
 )
-
-
-def ray_sessions() -> set:
-    root = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
-    return {p for p in root.glob("session_*") if p.is_dir() and not p.is_symlink()}
 
 
 @pytest.mark.slow
