@@ -1,6 +1,8 @@
 """Entry point: `python -m runner [group=option ...] [key=value ...]` (add -m for a sweep)."""
 
 import logging
+import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -15,6 +17,18 @@ schema.register()
 log = logging.getLogger("runner")
 OUTPUTS_ROOT = Path("outputs")
 CONFIG_ERRORS = (preflight.PreflightError, schema.UnknownKeyError)
+# 128 + the signal's number, as a shell reports a process the signal ended.
+EXIT_CTRL_C, EXIT_SIGTERM = 130, 143
+_terminated = False
+
+
+def _on_sigterm(signum, frame):
+    """SIGTERM (a scheduler, `kill`, a container stop) shuts down like Ctrl-C: the pipeline's
+    cleanup runs and the resume line is printed, where the default would end the process
+    with neither."""
+    global _terminated
+    _terminated = True
+    raise KeyboardInterrupt("SIGTERM")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -24,19 +38,63 @@ def main(cfg: DictConfig) -> str:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     tags = sweep.job_tags(list(hydra_cfg.overrides.task))
     parent = sweep.current()["parent_run_id"]
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app.run(cfg, run_dir, outputs_root=OUTPUTS_ROOT, parent_run_id=parent, tags=tags)
         return "finished"
+    except KeyboardInterrupt:
+        _exit_interrupted(run_dir)
+    except SystemExit as exit_:
+        # Every ray.init, the runner's and the one inside Ray Data LLM's processor build, sets
+        # a SIGTERM handler that raises SystemExit(15) where ours raised KeyboardInterrupt.
+        if exit_.code != signal.SIGTERM:
+            raise
+        _exit_interrupted(run_dir, terminated=True)
     except Exception as error:
+        if _terminated:  # whatever the interrupted code raised on its way out
+            _exit_interrupted(run_dir)
         if isinstance(error, CONFIG_ERRORS):
             log.error("%s", error)
         else:
-            log.exception("the run failed; rows already written are kept. Finish it with: python -m runner.resume %s", run_dir)
+            log.exception("the run failed; rows already written are kept. %s", _resume_hint(run_dir))
         if not in_sweep:
+            if isinstance(error, CONFIG_ERRORS):
+                _remove_if_only_hydra_files(run_dir, hydra_cfg)
             sys.exit(2 if isinstance(error, CONFIG_ERRORS) else 1)
         # One failed job must not end the sweep: record it and let the next one run.
         _record_failure(cfg, error, parent, tags)
         return "failed"
+
+
+def _resume_hint(run_dir: Path) -> str:
+    if (run_dir / "config.yaml").is_file():
+        return f"Finish it with: python -m runner.resume {run_dir}"
+    return "It stopped before its config was saved: run the same command again"
+
+
+def _exit_interrupted(run_dir: Path, terminated: bool = False) -> None:
+    """Ctrl-C or SIGTERM, in a single run or a sweep: say so, and how to finish it."""
+    how, code = ("by SIGTERM", EXIT_SIGTERM) if terminated or _terminated else ("by Ctrl-C", EXIT_CTRL_C)
+    log.error("the run was interrupted %s; rows already written are kept. %s", how, _resume_hint(run_dir))
+    sys.exit(code)
+
+
+def _remove_if_only_hydra_files(run_dir: Path, hydra_cfg) -> None:
+    """Hydra makes the run folder (.hydra/ and the log) before main() runs. A run refused by
+    its checks wrote nothing else, and an empty run folder would only look like a run."""
+    own = {hydra_cfg.output_subdir, f"{hydra_cfg.job.name}.log"}
+    try:
+        if Path.cwd().resolve().is_relative_to(run_dir.resolve()) or not {p.name for p in run_dir.iterdir()} <= own:
+            return
+        for name in own:
+            path = run_dir / str(name)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+        run_dir.rmdir()
+    except OSError as error:  # a folder left behind is no reason to hide the checks' message
+        log.debug("could not remove %s: %s", run_dir, error)
 
 
 def _record_failure(cfg: DictConfig, error: Exception, parent, tags) -> None:

@@ -106,7 +106,32 @@ def test_the_gpu_job_on_this_machine_stops_with_one_clear_message(tmp_path):
     assert "hw=l4 asks for 1 GPU" in output and "unsloth/Llama-3.1-8B-Instruct" in output
     assert "Traceback" not in output
     assert "Ray" not in output.replace("Ray cluster", "")  # no "Started a local Ray instance"
-    assert not (tmp_path / "run" / "results").exists()
+    assert not (tmp_path / "run").exists()
+
+
+def run_cli_here(tmp_path, *overrides):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "runner", *overrides], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    return done, done.stdout + done.stderr
+
+
+def test_settings_out_of_range_stop_the_cli_before_ray_and_leave_no_run_folder(tmp_path):
+    """Seen: prompt.max_tokens=0 and temperature=-1 cost a ~95 s engine start, then every row failed."""
+    done, output = run_cli_here(tmp_path, "prompt.max_tokens=0", "prompt.temperature=-1")
+    assert done.returncode == 2, output
+    assert "prompt.max_tokens=0 is out of range" in output and "prompt.temperature=-1.0 is out of range" in output
+    assert "Traceback" not in output and "Started a local Ray" not in output
+    # Hydra made outputs/runs/<date_time>/ (.hydra/, __main__.log) before the checks ran.
+    assert list((tmp_path / "outputs" / "runs").iterdir()) == []
+
+
+def test_a_refused_run_keeps_a_folder_that_holds_more_than_hydra_files(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "results").mkdir(parents=True)
+    (run_dir / "results" / "part-0.parquet").write_bytes(b"PAR1")
+    done, output = run_cli_here(tmp_path, f"hydra.run.dir={run_dir}")
+    assert done.returncode == 2 and "already holds results" in output, output
+    assert (run_dir / "results" / "part-0.parquet").is_file() and (run_dir / ".hydra").is_dir()
 
 
 @pytest.mark.parametrize(
