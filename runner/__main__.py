@@ -4,6 +4,7 @@ import logging
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -19,6 +20,7 @@ OUTPUTS_ROOT = Path("outputs")
 CONFIG_ERRORS = (preflight.PreflightError, schema.UnknownKeyError)
 # 128 + the signal's number, as a shell reports a process the signal ended.
 EXIT_CTRL_C, EXIT_SIGTERM = 130, 143
+STARTED_AT = time.time()
 _terminated = False
 
 
@@ -81,8 +83,12 @@ def _exit_interrupted(run_dir: Path, terminated: bool = False) -> None:
 
 def _remove_if_only_hydra_files(run_dir: Path, hydra_cfg) -> None:
     """Hydra makes the run folder (.hydra/ and the log) before main() runs. A run refused by
-    its checks wrote nothing else, and an empty run folder would only look like a run."""
+    its checks wrote nothing else (but config.yaml, for the checks that need the model), and
+    an empty run folder would only look like a run."""
     own = {hydra_cfg.output_subdir, f"{hydra_cfg.job.name}.log"}
+    saved = run_dir / "config.yaml"
+    if saved.is_file() and saved.stat().st_mtime >= STARTED_AT:  # this run's, not an earlier one's
+        own.add(saved.name)
     try:
         if Path.cwd().resolve().is_relative_to(run_dir.resolve()) or not {p.name for p in run_dir.iterdir()} <= own:
             return

@@ -274,3 +274,14 @@ def test_the_length_check_on_a_real_tokenizer_suggests_no_context_beyond_the_mod
     found = preflight.check_prompt_lengths(cfg, models.locate(cfg["model"]).source)
     assert found and "more than the model's context of 8192 tokens" in found and "shorten the inputs" in found
     assert "engine.max_model_len=" not in found.split("Fix:")[1]
+
+
+def test_a_refused_run_keeps_an_earlier_runs_config(tmp_path):
+    # A dry run saved this config; a refused run in the same folder must not take it away.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("model: {}\n")
+    os.utime(run_dir / "config.yaml", (1_000_000, 1_000_000))
+    done, output = run_cli_here(tmp_path, f"hydra.run.dir={run_dir}", "prompt.max_tokens=0")
+    assert done.returncode == 2 and "prompt.max_tokens=0 is out of range" in output, output
+    assert (run_dir / "config.yaml").read_text() == "model: {}\n"

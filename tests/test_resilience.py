@@ -76,7 +76,7 @@ def test_fail_fast_stops_before_the_run_on_a_prompt_that_cannot_fit(tmp_path):
     done, output = run_on_mixed_dataset(tmp_path, "errors.on_row_error=fail", "hydra.run.dir=outputs/runs/strict")
     assert done.returncode == 2, output[-3000:]
     assert "1 of the first 6 rows need more than max_model_len=1024" in output and "Traceback" not in output
-    assert not (tmp_path / "outputs/runs/strict/results").exists()
+    assert not (tmp_path / "outputs/runs/strict").exists()  # nothing ran: no run folder to mistake for one
 
 
 def start_background_run(cwd: Path, *overrides: str, env: dict = None) -> subprocess.Popen:
