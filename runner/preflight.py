@@ -339,7 +339,7 @@ def _length_problem(over: int, checked: int, longest: int, max_tokens: int, max_
     # No engine.max_model_len can go past the model's own context: only the request can shrink.
     found += f" That is more than the model's context of {context} tokens (model.context_length)."
     if longest >= context:
-        return f"{found} Fix: shorten the inputs (the longest prompt alone is over the context), or set errors.on_row_error=continue: rows that cannot fit go to failed/ and the rest run"
+        return f"{found} Fix: shorten the inputs (the longest prompt alone is over the context); {skip}"
     fix = f"prompt.max_tokens={context - longest}"
     if max_model_len < context:
         fix += f" with engine.max_model_len={context}"
