@@ -1,7 +1,10 @@
 """Entry point: `python -m runner [group=option ...] [key=value ...]` (add -m for a sweep)."""
 
 import logging
+import shutil
+import signal
 import sys
+import time
 from pathlib import Path
 
 import hydra
@@ -9,12 +12,25 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from runner import app, preflight, schema, sweep, tracking
+from runner import app, preflight, run_state, schema, sweep, tracking
 
 schema.register()
 log = logging.getLogger("runner")
 OUTPUTS_ROOT = Path("outputs")
 CONFIG_ERRORS = (preflight.PreflightError, schema.UnknownKeyError)
+# 128 + the signal's number, as a shell reports a process the signal ended.
+EXIT_CTRL_C, EXIT_SIGTERM = 130, 143
+STARTED_AT = time.time()
+_terminated = False
+
+
+def _on_sigterm(signum, frame):
+    """SIGTERM (a scheduler, `kill`, a container stop) shuts down like Ctrl-C: the pipeline's
+    cleanup runs and the resume line is printed, where the default would end the process
+    with neither."""
+    global _terminated
+    _terminated = True
+    raise KeyboardInterrupt("SIGTERM")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -24,20 +40,72 @@ def main(cfg: DictConfig) -> str:
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
     tags = sweep.job_tags(list(hydra_cfg.overrides.task))
     parent = sweep.current()["parent_run_id"]
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app.run(cfg, run_dir, outputs_root=OUTPUTS_ROOT, parent_run_id=parent, tags=tags)
         return "finished"
+    except KeyboardInterrupt:
+        _exit_interrupted(cfg, run_dir)
+    except SystemExit as exit_:
+        # Every ray.init, the runner's and the one inside Ray Data LLM's processor build, sets
+        # a SIGTERM handler that raises SystemExit(15) where ours raised KeyboardInterrupt.
+        if exit_.code != signal.SIGTERM:
+            raise
+        _exit_interrupted(cfg, run_dir, terminated=True)
     except Exception as error:
+        if _terminated:  # whatever the interrupted code raised on its way out
+            _exit_interrupted(cfg, run_dir)
         if isinstance(error, CONFIG_ERRORS + (app.RunIncomplete,)):
-            log.error("%s", error)
+            log.error("%s", error)  # it says what to do
         else:
-            location = app.run_location(OmegaConf.to_container(cfg, resolve=True), run_dir, OUTPUTS_ROOT)
-            log.exception("the run failed; rows already written are kept. Finish it with: %s", app.resume_command(location))
+            log.exception("the run failed; rows already written are kept. %s", _resume_hint(cfg, run_dir))
         if not in_sweep:
+            if isinstance(error, CONFIG_ERRORS):
+                _remove_if_only_hydra_files(run_dir, hydra_cfg)
             sys.exit(2 if isinstance(error, CONFIG_ERRORS) else 1)
         # One failed job must not end the sweep: record it and let the next one run.
         _record_failure(cfg, error, parent, tags)
         return "failed"
+
+
+def _resume_hint(cfg: DictConfig, run_dir: Path) -> str:
+    """How to finish the run: resume it where its manifest was written, else start it again."""
+    try:
+        location = app.run_location(OmegaConf.to_container(cfg, resolve=True), run_dir, OUTPUTS_ROOT)
+        if location.child(run_state.MANIFEST).exists():
+            return f"Finish it with: {app.resume_command(location)}"
+    except Exception as error:  # noqa: BLE001 - an unreachable store: say what we can
+        return f"If it wrote a manifest.json, finish it with python -m runner.resume <its location> ({error})"
+    return "It stopped before its run state was written: run the same command again"
+
+
+def _exit_interrupted(cfg: DictConfig, run_dir: Path, terminated: bool = False) -> None:
+    """Ctrl-C or SIGTERM, in a single run or a sweep: say so, and how to finish it."""
+    how, code = ("by SIGTERM", EXIT_SIGTERM) if terminated or _terminated else ("by Ctrl-C", EXIT_CTRL_C)
+    log.error("the run was interrupted %s; rows already written are kept. %s", how, _resume_hint(cfg, run_dir))
+    sys.exit(code)
+
+
+def _remove_if_only_hydra_files(run_dir: Path, hydra_cfg) -> None:
+    """Hydra makes the run folder (.hydra/ and the log) before main() runs. A run refused by
+    its checks wrote nothing else (but config.yaml, for the checks that need the model), and
+    an empty run folder would only look like a run."""
+    own = {hydra_cfg.output_subdir, f"{hydra_cfg.job.name}.log"}
+    saved = run_dir / "config.yaml"
+    if saved.is_file() and saved.stat().st_mtime >= STARTED_AT:  # this run's, not an earlier one's
+        own.add(saved.name)
+    try:
+        if Path.cwd().resolve().is_relative_to(run_dir.resolve()) or not {p.name for p in run_dir.iterdir()} <= own:
+            return
+        for name in own:
+            path = run_dir / str(name)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+        run_dir.rmdir()
+    except OSError as error:  # a folder left behind is no reason to hide the checks' message
+        log.debug("could not remove %s: %s", run_dir, error)
 
 
 def _record_failure(cfg: DictConfig, error: Exception, parent, tags) -> None:

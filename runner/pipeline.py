@@ -48,12 +48,15 @@ def engine_kwargs(cfg: Mapping[str, Any], location: ModelLocation) -> Dict[str, 
     return kwargs
 
 
-def worker_env(cfg: Mapping[str, Any], hub_token: Optional[str]) -> Dict[str, str]:
-    env = {str(k): str(v) for k, v in (cfg["hw"]["env"] or {}).items()}
-    if hub_token:
-        # Handed to the workers through Ray, never through the run config.
-        env["HF_TOKEN"] = hub_token
-    return env
+def worker_env(cfg: Mapping[str, Any], hub_token: Optional[str] = None) -> Dict[str, str]:
+    """What Ray hands the workers through runtime_env: hw.env's settings, never a secret.
+
+    Ray writes every runtime_env variable, value included, into its session logs
+    (runtime_env_agent.log, readable by all), so `hub_token` is deliberately left out: a
+    local Ray's workers inherit the driver's environment, HF_TOKEN and storage credentials
+    included, and a cluster's nodes need them set there (README, Secrets).
+    """
+    return {str(k): str(v) for k, v in (cfg["hw"]["env"] or {}).items() if not redaction.is_secret_name(str(k))}
 
 
 def start_ray(cfg: Mapping[str, Any], env: Dict[str, str]) -> None:
@@ -217,7 +220,7 @@ def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader
     one deleted at the end could make a resume run everything again.
     """
     started_at = time.time()
-    env = worker_env(cfg, redaction.hub_token())
+    env = worker_env(cfg)
     start_ray(cfg, env)
     try:
         from ray.data import DataContext

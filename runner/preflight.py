@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from typing import Any, List, Mapping, Optional
+from typing import Any, Callable, List, Mapping, Optional
 
-from runner import gpus, models, prompt, readers, run_state, storage
+from runner import gpus, models, prompt, readers, redaction, run_state, schema, storage
 from runner.storage import Location
 
 OUTPUT_FORMATS = ("parquet", "jsonl")
@@ -110,16 +111,145 @@ def check_prompt_and_data(cfg: Mapping[str, Any], columns: Optional[List[str]]) 
 
 def check_limits(cfg: Mapping[str, Any]) -> List[str]:
     problems = []
-    max_model_len = cfg["engine"]["max_model_len"] or cfg["model"]["context_length"]
-    if cfg["prompt"]["max_tokens"] >= max_model_len:
+    context = cfg["model"]["context_length"]
+    max_model_len = cfg["engine"]["max_model_len"] or context
+    if cfg["engine"]["max_model_len"] and context >= 1 and max_model_len > context:
+        # vLLM refuses it too, but only once the engine has started (~95 s on CPU).
+        problems.append(
+            f"engine.max_model_len={max_model_len} is more than model.context_length={context} "
+            f"(model={cfg['model']['name']}). Fix: engine.max_model_len={context} or less, or engine.max_model_len=null "
+            "for the model's own"
+        )
+    elif max_model_len >= 1 and cfg["prompt"]["max_tokens"] >= max_model_len:
+        room = "lower prompt.max_tokens" if max_model_len >= context else "lower prompt.max_tokens or raise engine.max_model_len"
         problems.append(
             f"prompt.max_tokens={cfg['prompt']['max_tokens']} leaves no room for the prompt in "
-            f"max_model_len={max_model_len}. Fix: lower prompt.max_tokens or raise engine.max_model_len"
+            f"max_model_len={max_model_len} (the model allows {context}). Fix: {room}"
         )
     if cfg["output"]["format"] not in OUTPUT_FORMATS:
         problems.append(f"output.format={cfg['output']['format']!r}: use one of {', '.join(OUTPUT_FORMATS)}")
-    if cfg["processor"]["batch_size"] < 1 or cfg["processor"]["concurrency"] < 1:
-        problems.append("processor.batch_size and processor.concurrency must be at least 1")
+    if cfg["errors"]["on_row_error"] not in ROW_ERROR_CHOICES:
+        problems.append(f"errors.on_row_error={cfg['errors']['on_row_error']!r}: use one of {', '.join(ROW_ERROR_CHOICES)}")
+    return problems
+
+
+ROW_ERROR_CHOICES = ("continue", "fail")
+
+
+def _at_least(low: float) -> Callable[[float], bool]:
+    return lambda value: value >= low
+
+
+def _above(low: float) -> Callable[[float], bool]:
+    return lambda value: value > low
+
+
+def _fraction(value: float) -> bool:
+    return 0 < value <= 1
+
+
+# Numeric settings with an obvious valid range: (key, test, the range in words). A value
+# outside it would otherwise pass until the engine, or every row, fails minutes later.
+SETTING_RANGES = [
+    ("model.context_length", _at_least(1), "at least 1"),
+    ("engine.max_model_len", _at_least(1), "at least 1"),
+    ("engine.max_num_seqs", _at_least(1), "at least 1"),
+    ("engine.max_num_batched_tokens", _at_least(1), "at least 1"),
+    ("engine.gpu_memory_utilization", _fraction, "a fraction in (0, 1]"),
+    ("engine.tensor_parallel_size", _at_least(1), "at least 1"),
+    ("engine.pipeline_parallel_size", _at_least(1), "at least 1"),
+    # vLLM seeds numpy with it, which takes 0 .. 2**32 - 1.
+    ("engine.seed", lambda value: 0 <= value < 2**32, "in 0 .. 4294967295"),
+    ("dataset.limit", _at_least(1), "at least 1"),
+    ("prompt.max_tokens", _at_least(1), "at least 1"),
+    ("prompt.temperature", _at_least(0), "at least 0 (0 is greedy)"),
+    ("prompt.top_p", _fraction, "a fraction in (0, 1]"),
+    ("hw.gpus_per_replica", _at_least(0), "at least 0 (0 runs the engine on CPUs)"),
+    ("hw.cpus_per_replica", _above(0), "more than 0"),
+    ("hw.price_per_hour", _at_least(0), "at least 0"),
+    ("processor.batch_size", _at_least(1), "at least 1"),
+    ("processor.concurrency", _at_least(1), "at least 1"),
+    ("processor.max_concurrent_batches", _at_least(1), "at least 1"),
+    ("processor.light_stage_num_cpus", _above(0), "more than 0"),
+    ("ray.num_cpus", _at_least(1), "at least 1"),
+    ("tracking.sample_rows", _at_least(0), "at least 0"),
+    ("errors.length_check_rows", _at_least(0), "at least 0 (0 skips the check)"),
+]
+SYNTHETIC_RANGES = [
+    ("dataset.num_rows", _at_least(1), "at least 1"),
+    ("dataset.input_tokens", _at_least(1), "at least 1"),
+]
+
+
+def _schema_default(key: str) -> Any:
+    """The schema's default for a dotted key, or MISSING."""
+    node: Any = schema.RunConfig
+    for part in key.split("."):
+        found = {f.name: f for f in dataclasses.fields(node)}[part]
+        if not dataclasses.is_dataclass(found.default_factory):
+            return found.default
+        node = found.default_factory
+    return dataclasses.MISSING
+
+
+def check_settings(cfg: Mapping[str, Any]) -> List[str]:
+    """Every numeric setting in its valid range, and no secret in hw.env."""
+    problems = []
+    ranges = SETTING_RANGES + (SYNTHETIC_RANGES if cfg["dataset"]["source"] == "synthetic" else [])
+    for key, valid, rule in ranges:
+        section, name = key.split(".")
+        value = cfg[section][name]
+        if value is None or valid(value):
+            continue
+        default = _schema_default(key)
+        if default is None:
+            fix = f"{key}=null (unset), or a value in range"
+        elif default is dataclasses.MISSING or default == "???":
+            fix = f"{key}=<a value that is {rule}>"
+        else:
+            fix = f"{key}={default} (the default), or another value in range"
+        problems.append(f"{key}={value} is out of range: it must be {rule}. Fix: {fix}")
+    for name in cfg["hw"]["env"] or {}:
+        if redaction.is_secret_name(name):
+            # Config values land in Hydra's .hydra/ files and in Ray's runtime_env log.
+            problems.append(
+                f"hw.env.{name} looks like a secret, and settings are written to the run folder and Ray's logs. "
+                f"Fix: remove hw.env.{name} and export {name} in the environment the run starts from "
+                "(a local Ray's workers inherit it; on a cluster, set it on the cluster's nodes)"
+            )
+    return problems
+
+
+def _is_text(kind) -> bool:
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type  # e.g. a pandas category column of strings: rows read as str
+    return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
+
+
+def check_text_column_types(cfg: Mapping[str, Any], column_types: Mapping[str, Any]) -> List[str]:
+    """Prompt columns whose type in the file's schema is not text: every row would fail.
+
+    column_types maps column name -> pyarrow DataType, or None where the type is unknown.
+    Columns that are missing are left to check_prompt_and_data.
+    """
+    try:
+        wanted = prompt.column_map(cfg["prompt"])
+    except ValueError:
+        return []  # check_prompt_and_data reports the template itself
+    text_columns = [name for name, kind in column_types.items() if kind is not None and _is_text(kind)]
+    problems = []
+    for placeholder, column in wanted.items():
+        kind = column_types.get(column)
+        if kind is None or _is_text(kind):
+            continue
+        others = f" (text columns: {', '.join(text_columns)})" if text_columns else ""
+        problems.append(
+            f"prompt.columns.{placeholder}: prompt.user reads {{{placeholder}}} from column '{column}', whose type in "
+            f"dataset={cfg['dataset']['name']} is {kind}, not text, so no row could become a prompt. "
+            f"Fix: prompt.columns.{placeholder}=<a text column>{others}, or store '{column}' as strings"
+        )
     return problems
 
 
@@ -143,13 +273,15 @@ def check_run_location(location: Location, resume: bool) -> List[str]:
 def run_checks(cfg: Mapping[str, Any], location: Optional[Location] = None, resume: bool = False):
     """Raise PreflightError listing every problem; return the dataset's reader. The run's
     location is checked when given."""
-    problems = check_hardware(cfg) + check_limits(cfg) + models.check(cfg["model"])
+    problems = check_settings(cfg) + check_hardware(cfg) + check_limits(cfg) + models.check(cfg["model"])
     if location is not None:
         problems += check_run_location(location, resume)
     reader = None
     try:
         reader = readers.for_dataset(cfg["dataset"], text_columns=prompt.column_map(cfg["prompt"]).values())
-        problems += check_prompt_and_data(cfg, reader.columns())
+        columns = reader.columns()
+        problems += check_prompt_and_data(cfg, columns)
+        problems += check_text_column_types(cfg, reader.column_types())
     except readers.DatasetError as error:
         problems.append(str(error))
     except OSError as error:  # storage: a missing bucket, refused credentials, no network
@@ -216,9 +348,26 @@ def check_prompt_lengths(cfg: Mapping[str, Any], tokenizer_source: str, rows: Li
         over += len(ids) + max_tokens > max_model_len
     if not over:
         return None
-    return (
-        f"{over} of the first {len(rows)} rows need more than max_model_len={max_model_len} tokens "
-        f"(longest prompt {longest} tokens + prompt.max_tokens={max_tokens}). Fix: engine.max_model_len={longest + max_tokens} "
-        f"(the model allows {cfg['model']['context_length']}), or lower prompt.max_tokens, or shorten the inputs; "
-        "with errors.on_row_error=continue, prompts longer than the context go to failed/ and the rest run"
+    return _length_problem(over, len(rows), longest, max_tokens, max_model_len, int(cfg["model"]["context_length"]))
+
+
+def _length_problem(over: int, checked: int, longest: int, max_tokens: int, max_model_len: int, context: int) -> str:
+    needed = longest + max_tokens
+    found = (
+        f"{over} of the first {checked} rows need more than max_model_len={max_model_len} tokens "
+        f"(longest prompt {longest} tokens + prompt.max_tokens={max_tokens} = {needed})."
     )
+    skip = "with errors.on_row_error=continue, prompts longer than the context go to failed/ and the rest run"
+    if needed <= context:
+        return (
+            f"{found} Fix: engine.max_model_len={needed} (the model allows {context}), or lower prompt.max_tokens, "
+            f"or shorten the inputs; {skip}"
+        )
+    # No engine.max_model_len can go past the model's own context: only the request can shrink.
+    found += f" That is more than the model's context of {context} tokens (model.context_length)."
+    if longest >= context:
+        return f"{found} Fix: shorten the inputs (the longest prompt alone is over the context); {skip}"
+    fix = f"prompt.max_tokens={context - longest}"
+    if max_model_len < context:
+        fix += f" with engine.max_model_len={context}"
+    return f"{found} Fix: {fix} (the longest prompt then fits), or shorten the inputs; or {skip}"

@@ -41,7 +41,7 @@ def sampling_params(prompt_cfg: Mapping[str, Any]) -> Dict[str, Any]:
 
 
 class PromptInputError(ValueError):
-    """A row cannot be turned into a prompt (missing or non-text field)."""
+    """A row cannot be turned into a prompt (missing, non-text or empty field)."""
 
 
 def user_text(row: Mapping[str, Any], columns: Mapping[str, str], template: str) -> str:
@@ -54,6 +54,9 @@ def user_text(row: Mapping[str, Any], columns: Mapping[str, str], template: str)
             raise PromptInputError(
                 f"column '{column}' (prompt placeholder {{{name}}}) is {type(value).__name__}, not text"
             )
+        if not value.strip():
+            # A model asked about nothing still answers; the row would look done but hold a made-up text.
+            raise PromptInputError(f"column '{column}' (prompt placeholder {{{name}}}) is empty")
         values[name] = value
     return template.format(**values)
 

@@ -61,13 +61,21 @@ def hub_token() -> str | None:
 
 
 class RedactingFilter(logging.Filter):
-    """Masks secret values in every record that passes through a handler."""
+    """Masks secret values in every record that passes through a handler, tracebacks included."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
         masked = mask_text(message)
         if masked != message:
             record.msg, record.args = masked, None
+        # Formatters append exc_text as is and only render exc_info when exc_text is empty,
+        # so the traceback is rendered here once, masked, and every handler prints that.
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_text(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_text(record.stack_info)
         return True
 
 

@@ -33,7 +33,6 @@ def resolve_uri(tracking: Mapping[str, Any], outputs_root: Path) -> str:
 
 def probe(tracking: Mapping[str, Any], outputs_root: Path) -> Optional[str]:
     """Why the tracking store cannot be reached, or None. Cheap: no MLflow call, no retries."""
-    import os
     import socket
     from urllib.parse import urlparse
 
@@ -46,13 +45,42 @@ def probe(tracking: Mapping[str, Any], outputs_root: Path) -> Optional[str]:
         except OSError as error:
             return f"tracking.uri={uri} cannot be reached ({error})"
     elif parsed.scheme == "sqlite":
-        folder = Path(uri[len("sqlite:///"):]).parent
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            return f"tracking.uri={uri}: cannot create {folder} ({error})"
-        if not os.access(folder, os.W_OK):
-            return f"tracking.uri={uri}: {folder} is not writable"
+        return _probe_sqlite(uri)
+    return None
+
+
+def _probe_sqlite(uri: str) -> Optional[str]:
+    """Create (or open for writing) the database file and its folder, then remove what was
+    created. os.access is no test: it says root may write /proc, and MLflow then retries for
+    ~100 s before it gives up."""
+    import os
+
+    path = uri[len("sqlite:///"):].split("?", 1)[0]
+    if not path or path == ":memory:":
+        return None
+    database = Path(path)
+    created = [p for p in (database.parent, *database.parent.parents) if not p.exists()]  # deepest first
+    try:
+        database.parent.mkdir(parents=True, exist_ok=True)
+        if database.exists():
+            os.close(os.open(database, os.O_RDWR))
+        else:
+            os.close(os.open(database, os.O_RDWR | os.O_CREAT | os.O_EXCL))
+            created.insert(0, database)
+    except OSError as error:
+        return (
+            f"tracking.uri={uri}: cannot write the store's database {database} ({error.strerror or error}). "
+            "Fix: tracking.uri=sqlite:///<a writable path>.db, or leave tracking.uri unset for outputs/mlflow.db, or tracking=off"
+        )
+    finally:
+        for made in created:  # MLflow makes the folder and the file itself when it opens the store
+            try:
+                if made == database:
+                    made.unlink()
+                else:
+                    made.rmdir()
+            except OSError:
+                pass
     return None
 
 

@@ -33,3 +33,9 @@ def grep_tree(root: Path, needle: str) -> List[Path]:
     """Files under root whose bytes contain needle (SQLite stores and parquet included)."""
     data = needle.encode()
     return [p for p in root.rglob("*") if p.is_file() and data in p.read_bytes()]
+
+
+def ray_sessions() -> set:
+    """Ray's session folders (its own logs among them) now under its temp dir."""
+    root = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
+    return {p for p in root.glob("session_*") if p.is_dir() and not p.is_symlink()}

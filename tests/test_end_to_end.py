@@ -7,15 +7,22 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from runner import embedded_model
-from tests.e2e_helpers import SAMPLE_NEWS, content_words, grep_tree, read_results, run_cli
+from tests.e2e_helpers import SAMPLE_NEWS, content_words, grep_tree, ray_sessions, read_results, run_cli
 
 PLANTED = "hf_PlantedTokenForTheTest0123456789abcd"
+PLANTED_AWS = "wJalrXUtnFEMIK7MDENGbPxRfiCYPLANTED42"
 
 
 @pytest.fixture(scope="module")
-def default_job(tmp_path_factory):
+def ray_sessions_before():
+    return ray_sessions()
+
+
+@pytest.fixture(scope="module")
+def default_job(tmp_path_factory, ray_sessions_before):
     cwd = tmp_path_factory.mktemp("default_job")
-    done = run_cli(cwd, "hydra.run.dir=outputs/runs/e2e", env={"HF_TOKEN": PLANTED, "MY_API_KEY": "plainSecretValue42"})
+    secrets = {"HF_TOKEN": PLANTED, "MY_API_KEY": "plainSecretValue42", "AWS_SECRET_ACCESS_KEY": PLANTED_AWS}
+    done = run_cli(cwd, "hydra.run.dir=outputs/runs/e2e", env=secrets)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     return cwd, done
 
@@ -72,10 +79,15 @@ def test_mlflow_run_holds_params_metrics_artifacts_and_samples(default_job):
 
 
 @pytest.mark.slow
-def test_secrets_reach_no_file_log_or_store(default_job):
+def test_secrets_reach_no_file_log_or_store(default_job, ray_sessions_before):
     cwd, done = default_job
-    for secret in (PLANTED, "plainSecretValue42"):
+    # Ray's own logs too: it wrote runtime_env's variables, HF_TOKEN included, to runtime_env_agent.log.
+    sessions = ray_sessions() - ray_sessions_before
+    assert sessions, "the run left no Ray session folder to check"
+    for secret in (PLANTED, "plainSecretValue42", PLANTED_AWS):
         assert grep_tree(cwd / "outputs", secret) == []
+        for session in sessions:
+            assert grep_tree(session, secret) == [], session
         assert secret not in done.stdout and secret not in done.stderr
 
 

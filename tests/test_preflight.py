@@ -98,7 +98,7 @@ def test_max_tokens_over_the_context():
 
 def test_the_gpu_job_on_this_machine_stops_with_one_clear_message(tmp_path):
     """`python -m runner model=llama31_8b hw=l4` on a CPU machine: no Ray, no vLLM, no traceback."""
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
         [sys.executable, "-m", "runner", "model=llama31_8b", "hw=l4", f"hydra.run.dir={tmp_path}/run"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
@@ -108,4 +108,182 @@ def test_the_gpu_job_on_this_machine_stops_with_one_clear_message(tmp_path):
     assert "hw=l4 asks for 1 GPU" in output and "unsloth/Llama-3.1-8B-Instruct" in output
     assert "Traceback" not in output
     assert "Ray" not in output.replace("Ray cluster", "")  # no "Started a local Ray instance"
-    assert not (tmp_path / "run" / "results").exists()
+    assert not (tmp_path / "run").exists()
+
+
+def run_cli_here(tmp_path, *overrides):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "runner", *overrides], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    return done, done.stdout + done.stderr
+
+
+def test_settings_out_of_range_stop_the_cli_before_ray_and_leave_no_run_folder(tmp_path):
+    """Seen: prompt.max_tokens=0 and temperature=-1 cost a ~95 s engine start, then every row failed."""
+    done, output = run_cli_here(tmp_path, "prompt.max_tokens=0", "prompt.temperature=-1")
+    assert done.returncode == 2, output
+    assert "prompt.max_tokens=0 is out of range" in output and "prompt.temperature=-1.0 is out of range" in output
+    assert "Traceback" not in output and "Started a local Ray" not in output
+    # Hydra made outputs/runs/<date_time>/ (.hydra/, __main__.log) before the checks ran.
+    assert list((tmp_path / "outputs" / "runs").iterdir()) == []
+
+
+def test_a_refused_run_keeps_a_folder_that_holds_more_than_hydra_files(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "results").mkdir(parents=True)
+    (run_dir / "results" / "part-0.parquet").write_bytes(b"PAR1")
+    done, output = run_cli_here(tmp_path, f"hydra.run.dir={run_dir}")
+    assert done.returncode == 2 and "already holds results" in output, output
+    assert (run_dir / "results" / "part-0.parquet").is_file() and (run_dir / ".hydra").is_dir()
+
+
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("prompt.max_tokens=0", "prompt.max_tokens"),
+        ("prompt.temperature=-1", "prompt.temperature"),
+        ("prompt.top_p=0", "prompt.top_p"),
+        ("prompt.top_p=1.5", "prompt.top_p"),
+        ("engine.gpu_memory_utilization=0", "engine.gpu_memory_utilization"),
+        ("engine.gpu_memory_utilization=1.2", "engine.gpu_memory_utilization"),
+        ("engine.max_num_seqs=0", "engine.max_num_seqs"),
+        ("engine.max_num_batched_tokens=-5", "engine.max_num_batched_tokens"),
+        ("engine.seed=-1", "engine.seed"),
+        ("processor.batch_size=0", "processor.batch_size"),
+        ("processor.concurrency=0", "processor.concurrency"),
+        ("processor.max_concurrent_batches=0", "processor.max_concurrent_batches"),
+        ("processor.light_stage_num_cpus=0", "processor.light_stage_num_cpus"),
+        ("dataset.limit=0", "dataset.limit"),
+        ("errors.length_check_rows=-1", "errors.length_check_rows"),
+        ("hw.cpus_per_replica=0", "hw.cpus_per_replica"),
+        ("ray.num_cpus=0", "ray.num_cpus"),
+        ("tracking.sample_rows=-1", "tracking.sample_rows"),
+    ],
+)
+def test_a_setting_out_of_range_is_refused_naming_the_key_and_the_fix(override, key):
+    found = [p for p in problems(override) if p.startswith(f"{override.split('=')[0]}=")]
+    assert len(found) == 1, problems(override)
+    assert f"{key}=" in found[0] and "out of range" in found[0] and f"Fix: {key}=" in found[0]
+
+
+def test_out_of_range_settings_are_reported_together_with_their_defaults():
+    found = problems("prompt.max_tokens=0", "prompt.temperature=-1", "processor.batch_size=0")
+    assert "prompt.max_tokens=0 is out of range: it must be at least 1. Fix: prompt.max_tokens=150 (the default), or another value in range" in found
+    assert any(p.startswith("prompt.temperature=-1.0") and "prompt.temperature=0.3 (the default)" in p for p in found)
+    assert any(p.startswith("processor.batch_size=0") for p in found)
+
+
+@pytest.mark.parametrize("hw", ["cpu", "l4", "a10g", "a100_80g", "h100", "h100x2", "h100x8"])
+def test_every_shipped_profile_is_in_range(hw):
+    model = "smollm2_135m" if hw == "cpu" else "llama31_8b"
+    cfg = OmegaConf.to_container(compose_config(f"hw={hw}", f"model={model}"), resolve=True)
+    assert preflight.check_settings(cfg) == [] and preflight.check_limits(cfg) == []
+
+
+def test_the_gpu_benchmark_config_is_in_range():
+    bench = OmegaConf.to_container(compose_config("+experiment=bench_h100"), resolve=True)
+    assert preflight.check_settings(bench) == [] and preflight.check_limits(bench) == []
+
+
+def test_synthetic_sizes_are_checked_only_for_synthetic_data():
+    assert any(p.startswith("dataset.input_tokens=0") for p in problems("dataset=synthetic", "prompt=raw", "dataset.input_tokens=0"))
+    cfg = OmegaConf.to_container(compose_config("dataset.input_tokens=0"), resolve=True)
+    assert preflight.check_settings(cfg) == []
+
+
+def test_max_model_len_over_the_model_context_names_the_context():
+    # vLLM refuses it only once the engine has started: hw=l4's 16,384 on the 8,192-token default model.
+    found = problems("engine.max_model_len=16384")
+    assert any("engine.max_model_len=16384 is more than model.context_length=8192" in p and "Fix: engine.max_model_len=8192" in p for p in found)
+
+
+def test_max_tokens_at_the_model_context_does_not_suggest_a_longer_context():
+    found = problems("engine.max_model_len=null", "prompt.max_tokens=8192")
+    [message] = [p for p in found if "leaves no room" in p]
+    assert "Fix: lower prompt.max_tokens" in message and "raise engine.max_model_len" not in message
+
+
+def test_a_row_error_mode_that_is_not_one_of_the_two_is_refused():
+    assert "errors.on_row_error='skip': use one of continue, fail" in problems("errors.on_row_error=skip")
+
+
+def test_a_secret_in_hw_env_is_refused_before_it_reaches_a_file_or_ray():
+    found = problems("+hw.env.HF_TOKEN=hf_notARealTokenButLongEnough123")
+    assert any(p.startswith("hw.env.HF_TOKEN looks like a secret") and "export HF_TOKEN" in p for p in found)
+    assert not any("hf_notARealTokenButLongEnough123" in p for p in found)
+    assert not any("VLLM_CPU_KVCACHE_SPACE" in p for p in found)  # the profile's own setting is fine
+
+
+def default_cfg(*overrides):
+    return OmegaConf.to_container(compose_config(*overrides), resolve=True)
+
+
+def test_a_prompt_column_whose_file_type_is_not_text_is_refused():
+    import pyarrow as pa
+
+    found = preflight.check_text_column_types(default_cfg(), {"id": pa.string(), "article": pa.int64(), "title": pa.large_string()})
+    assert len(found) == 1
+    assert found[0].startswith("prompt.columns.article:") and "'article'" in found[0] and "int64" in found[0]
+    assert "Fix: prompt.columns.article=<a text column> (text columns: id, title)" in found[0]
+    mapped = preflight.check_text_column_types(default_cfg("prompt.columns.article=body"), {"article": pa.string(), "body": pa.float64()})
+    assert len(mapped) == 1 and "'body'" in mapped[0] and "prompt.columns.article" in mapped[0]
+
+
+@pytest.mark.parametrize("kind", ["string", "large_string", "string_view", "category", "unknown", "absent"])
+def test_text_and_unknown_column_types_pass(kind):
+    import pyarrow as pa
+
+    types = {
+        "string": pa.string(), "large_string": pa.large_string(), "string_view": pa.string_view(),
+        "category": pa.dictionary(pa.int32(), pa.string()), "unknown": None,
+    }
+    column_types = {"id": pa.string()} if kind == "absent" else {"id": pa.string(), "article": types[kind]}
+    assert preflight.check_text_column_types(default_cfg(), column_types) == []
+
+
+def test_text_column_types_from_a_real_parquet_schema(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"id": ["1"], "article": [12345]}), tmp_path / "d.parquet")
+    schema = pq.read_schema(tmp_path / "d.parquet")
+    found = preflight.check_text_column_types(default_cfg(), {name: schema.field(name).type for name in schema.names})
+    assert len(found) == 1 and "int64" in found[0]
+
+
+@pytest.mark.parametrize(
+    "longest, max_tokens, max_model_len, expected",
+    [
+        (3004, 16, 1024, "Fix: engine.max_model_len=3020 (the model allows 8192)"),
+        (8000, 300, 8192, "Fix: prompt.max_tokens=192 (the longest prompt then fits)"),
+        (8000, 300, 4096, "Fix: prompt.max_tokens=192 with engine.max_model_len=8192"),
+        (40053, 150, 4096, "Fix: shorten the inputs (the longest prompt alone is over the context)"),
+    ],
+)
+def test_the_length_fix_never_goes_past_the_model_context(longest, max_tokens, max_model_len, expected):
+    message = preflight._length_problem(3, 10, longest, max_tokens, max_model_len, 8192)
+    assert expected in message and "errors.on_row_error=continue" in message
+    suggested = [int(n) for n in __import__("re").findall(r"engine\.max_model_len=(\d+)", message.split("Fix:")[1])]
+    assert all(n <= 8192 for n in suggested)
+
+
+def test_the_length_check_on_a_real_tokenizer_suggests_no_context_beyond_the_model(tmp_path):
+    """Seen: `engine.max_model_len=40203` suggested for a model whose context is 8,192."""
+    from runner import models
+
+    long_article = " ".join(f"word{i}" for i in range(12000))
+    (tmp_path / "d.jsonl").write_text(json.dumps({"id": "long", "article": long_article}) + "\n")
+    cfg = default_cfg("dataset=jsonl", f"dataset.path={tmp_path}/d.jsonl")
+    found = preflight.check_prompt_lengths(cfg, models.locate(cfg["model"]).source)
+    assert found and "more than the model's context of 8192 tokens" in found and "shorten the inputs" in found
+    assert "engine.max_model_len=" not in found.split("Fix:")[1]
+
+
+def test_a_refused_run_keeps_an_earlier_runs_config(tmp_path):
+    # A dry run saved this config; a refused run in the same folder must not take it away.
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("model: {}\n")
+    os.utime(run_dir / "config.yaml", (1_000_000, 1_000_000))
+    done, output = run_cli_here(tmp_path, f"hydra.run.dir={run_dir}", "prompt.max_tokens=0")
+    assert done.returncode == 2 and "prompt.max_tokens=0 is out of range" in output, output
+    assert (run_dir / "config.yaml").read_text() == "model: {}\n"

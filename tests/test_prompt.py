@@ -55,3 +55,10 @@ def test_bad_rows_name_the_column(row, needle):
     with pytest.raises(prompt.PromptInputError) as caught:
         prompt.build_request(row, cfg, prompt.column_map(cfg))
     assert "article" in str(caught.value) and needle in str(caught.value)
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t "])
+def test_an_empty_text_field_is_a_failed_row_not_a_prompt(text):
+    cfg = summarize_cfg()
+    with pytest.raises(prompt.PromptInputError, match=r"column 'article' \(prompt placeholder \{article\}\) is empty"):
+        prompt.build_request({"id": "e", "article": text}, cfg, prompt.column_map(cfg))

@@ -1,8 +1,15 @@
+import io
+import json
 import logging
-
+import os
+import subprocess
+import sys
+import textwrap
 import pytest
 
 from runner import redaction
+from tests.conftest import CONF_DIR
+from tests.e2e_helpers import ROOT, grep_tree, ray_sessions
 
 
 @pytest.mark.parametrize("name", ["hf_token", "HF_TOKEN", "api_key", "aws_secret_access_key", "db_password", "tracking.token"])
@@ -27,3 +34,87 @@ def test_log_records_are_masked(monkeypatch, caplog):
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "using %s", ("secret-value-12345",), None)
     assert redaction.RedactingFilter().filter(record)
     assert record.getMessage() == "using ***"
+
+
+def test_a_logged_traceback_is_masked(monkeypatch):
+    """Seen: a traceback raised by ray.init wrote the token unmasked into the run's log."""
+    monkeypatch.setenv("HF_TOKEN", "hf_TracebackPlanted0123456789abcdefgh")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMIK7MDENGbPxRfiCYPLANTED42")
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.addFilter(redaction.RedactingFilter())
+    log = logging.getLogger("test_a_logged_traceback_is_masked")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        try:
+            raise RuntimeError(f"env was {dict(os.environ)}")
+        except RuntimeError:
+            log.exception("ray.init failed")
+        log.error("again", exc_info=(RuntimeError, RuntimeError("key wJalrXUtnFEMIK7MDENGbPxRfiCYPLANTED42"), None))
+    finally:
+        log.removeHandler(handler)
+    text = stream.getvalue()
+    assert "Traceback (most recent call last)" in text and "RuntimeError: env was" in text and "RuntimeError: key ***" in text
+    assert "hf_TracebackPlanted" not in text and "wJalrXUtnFEMIK7MDENGbPxRfiCYPLANTED42" not in text
+    stacked = logging.LogRecord("x", logging.INFO, __file__, 1, "here", None, None, sinfo='  File "x.py", line 1, in <module>\n    login("wJalrXUtnFEMIK7MDENGbPxRfiCYPLANTED42")')
+    assert redaction.RedactingFilter().filter(stacked) and "PLANTED42" not in stacked.stack_info and "login(\"***\")" in stacked.stack_info
+
+
+def test_worker_env_carries_settings_but_no_secret():
+    from omegaconf import OmegaConf
+
+    from runner import pipeline
+    from tests.conftest import compose_config
+
+    cfg = OmegaConf.to_container(compose_config("+hw.env.MY_API_KEY=abc", "+hw.env.OMP_NUM_THREADS=2"), resolve=True)
+    assert pipeline.worker_env(cfg, "hf_" + "Q" * 34) == {"VLLM_CPU_KVCACHE_SPACE": "2", "OMP_NUM_THREADS": "2"}
+
+
+INHERITANCE_PROBE = textwrap.dedent(
+    """
+    import json, os, sys
+    import ray
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+    from runner import pipeline, redaction, schema
+
+    schema.register()
+    with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
+        config = OmegaConf.to_container(compose("config", overrides=["ray.num_cpus=2"]), resolve=True)
+    env = pipeline.worker_env(config, redaction.hub_token())
+    pipeline.start_ray(config, env)
+    try:
+        # Like the engine actors: their own runtime_env with the hw settings on top.
+        @ray.remote(num_cpus=0.1, runtime_env={"env_vars": env})
+        class Probe:
+            def env(self):
+                names = ("HF_TOKEN", "AWS_SECRET_ACCESS_KEY", "VLLM_CPU_KVCACHE_SPACE")
+                return {name: os.environ.get(name) for name in names}
+
+        print(json.dumps(ray.get(Probe.remote().env.remote())))
+    finally:
+        pipeline.stop_ray()
+    """
+)
+
+
+@pytest.mark.slow
+def test_a_local_rays_workers_inherit_secrets_that_never_reach_rays_logs():
+    """Secrets reach the workers by inheritance, not runtime_env, which Ray logs in full."""
+    secrets = {"HF_TOKEN": "hf_InheritedPlanted0123456789abcdefgh", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMIK7MDENGbPxRfiCYPLANTED42"}
+    before = ray_sessions()
+    done = subprocess.run(
+        [sys.executable, "-c", INHERITANCE_PROBE, str(CONF_DIR)], capture_output=True, text=True, timeout=300,
+        env={**os.environ, **secrets, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen == {**secrets, "VLLM_CPU_KVCACHE_SPACE": "2"}
+    sessions = ray_sessions() - before
+    assert sessions, "the probe started no Ray session under /tmp/ray"
+    for session in sessions:
+        assert (session / "logs").is_dir()
+        for secret in secrets.values():
+            assert grep_tree(session, secret) == []

@@ -76,11 +76,11 @@ def test_fail_fast_stops_before_the_run_on_a_prompt_that_cannot_fit(tmp_path):
     done, output = run_on_mixed_dataset(tmp_path, "errors.on_row_error=fail", "hydra.run.dir=outputs/runs/strict")
     assert done.returncode == 2, output[-3000:]
     assert "1 of the first 6 rows need more than max_model_len=1024" in output and "Traceback" not in output
-    assert not (tmp_path / "outputs/runs/strict/results").exists()
+    assert not (tmp_path / "outputs/runs/strict").exists()  # nothing ran: no run folder to mistake for one
 
 
-def start_background_run(cwd: Path, *overrides: str) -> subprocess.Popen:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+def start_background_run(cwd: Path, *overrides: str, env: dict = None) -> subprocess.Popen:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **(env or {})}
     # Its own process group: Ctrl-C in a terminal signals the whole foreground group. A shell
     # starts background jobs (a CI script run with `&`, say) with SIGINT ignored, and the run
     # would inherit that; a terminal's foreground job has the default, so restore it.
@@ -148,7 +148,11 @@ def test_ctrl_c_leaves_no_engine_or_ray_process_and_readable_results(tmp_path):
     wait_for_partial_results(run_dir / "results", proc)
     assert engine_processes(started), "the run should have engine processes while it runs"
     os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(timeout=120) != 0
+    assert proc.wait(timeout=120) == 130
+    assert_clean_shutdown(started, run_dir, "by Ctrl-C")
+
+
+def assert_clean_shutdown(started: float, run_dir: Path, how: str) -> None:
     deadline = time.time() + 30
     while engine_processes(started) and time.time() < deadline:
         time.sleep(1)
@@ -156,3 +160,36 @@ def test_ctrl_c_leaves_no_engine_or_ray_process_and_readable_results(tmp_path):
     assert left == []
     rows = read_results(run_dir / "results")
     assert rows and all(r["generated_text"] for r in rows)
+    said = f"the run was interrupted {how}; rows already written are kept. Finish it with: python -m runner.resume {run_dir}"
+    assert said in (run_dir.parents[2] / "run.log").read_text()
+    assert said in (run_dir / "__main__.log").read_text()  # the run's own log ends with it too
+
+
+def engine_environments(since: float) -> dict:
+    """pid -> environment of the vLLM engine's processes (the Ray actor and its EngineCore)."""
+    found = {}
+    for proc in engine_processes(since):
+        text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["name"] or "")
+        if "vLLM" in text or "EngineCore" in text:
+            try:
+                found[proc.pid] = (text[:120], proc.environ())
+            except psutil.Error:
+                continue
+    return found
+
+
+@pytest.mark.slow
+def test_sigterm_shuts_down_like_ctrl_c_and_exits_143(tmp_path):
+    """Seen: SIGTERM ended the run with exit 15, no resume line, no end line in the log."""
+    started = time.time()
+    token = "hf_InheritedByTheEngine0123456789abcdef"
+    run_dir = tmp_path / "outputs/runs/terminated"
+    proc = start_background_run(tmp_path, *SLOW_TRICKLE, "hydra.run.dir=outputs/runs/terminated", env={"HF_TOKEN": token})
+    wait_for_partial_results(run_dir / "results", proc)
+    # The engine got the token by inheritance from the driver (what a hub download reads), not runtime_env.
+    engines = engine_environments(started)
+    assert engines, "no vLLM engine process found"
+    assert all(environ.get("HF_TOKEN") == token for _, environ in engines.values()), {p: t for p, (t, _) in engines.items()}
+    os.killpg(proc.pid, signal.SIGTERM)  # what a scheduler or `kill` sends, to the whole group
+    assert proc.wait(timeout=120) == 143, (tmp_path / "run.log").read_text()[-3000:]
+    assert_clean_shutdown(started, run_dir, "by SIGTERM")
