@@ -283,7 +283,9 @@ def run_checks(cfg: Mapping[str, Any], location: Optional[Location] = None, resu
         problems += check_prompt_and_data(cfg, columns)
         problems += check_text_column_types(cfg, reader.column_types())
     except readers.DatasetError as error:
-        problems.append(str(error))
+        # The reader checks some settings for itself (dataset.limit, num_rows): say each once.
+        if _setting_named(str(error)) not in {_setting_named(p) for p in problems}:
+            problems.append(str(error))
     except OSError as error:  # storage: a missing bucket, refused credentials, no network
         problems.append(
             f"dataset.path={cfg['dataset'].get('path')!r} cannot be read ({type(error).__name__}: {error}). "
@@ -292,6 +294,10 @@ def run_checks(cfg: Mapping[str, Any], location: Optional[Location] = None, resu
     if problems:
         raise PreflightError(problems)
     return reader
+
+
+def _setting_named(problem: str) -> str:
+    return problem.split("=", 1)[0].split(":", 1)[0].strip()
 
 
 # Room for what a chat template adds around the messages (role markers, special tokens).

@@ -132,7 +132,7 @@ def test_a_refused_run_keeps_a_folder_that_holds_more_than_hydra_files(tmp_path)
     (run_dir / "results").mkdir(parents=True)
     (run_dir / "results" / "part-0.parquet").write_bytes(b"PAR1")
     done, output = run_cli_here(tmp_path, f"hydra.run.dir={run_dir}")
-    assert done.returncode == 2 and "already holds results" in output, output
+    assert done.returncode == 2 and "already holds a run" in output, output
     assert (run_dir / "results" / "part-0.parquet").is_file() and (run_dir / ".hydra").is_dir()
 
 
@@ -273,7 +273,7 @@ def test_the_length_check_on_a_real_tokenizer_suggests_no_context_beyond_the_mod
     long_article = " ".join(f"word{i}" for i in range(12000))
     (tmp_path / "d.jsonl").write_text(json.dumps({"id": "long", "article": long_article}) + "\n")
     cfg = default_cfg("dataset=jsonl", f"dataset.path={tmp_path}/d.jsonl")
-    found = preflight.check_prompt_lengths(cfg, models.locate(cfg["model"]).source)
+    found = preflight.check_prompt_lengths(cfg, models.locate(cfg["model"]).source, [{"id": "long", "article": long_article}])
     assert found and "more than the model's context of 8192 tokens" in found and "shorten the inputs" in found
     assert "engine.max_model_len=" not in found.split("Fix:")[1]
 
