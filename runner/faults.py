@@ -15,7 +15,9 @@ KILL_AT_ENV = "RUNNER_KILL_AT"
 _reached: Counter = Counter()
 
 
-def reached(point: str) -> None:
+def reached(point: str, count: int = None) -> None:
+    """Kill here if asked to; `count` (e.g. files written so far) replaces the number of
+    times the point was reached."""
     wanted = os.environ.get(KILL_AT_ENV)
     if not wanted:
         return
@@ -23,5 +25,5 @@ def reached(point: str) -> None:
     if name != point:
         return
     _reached[point] += 1
-    if _reached[point] >= int(nth or 1):
+    if (_reached[point] if count is None else count) >= int(nth or 1):
         os.killpg(os.getpgrp(), signal.SIGKILL)

@@ -227,7 +227,7 @@ def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader
 
         DataContext.get_current().checkpoint_config = None
         faults.reached("ray_started")
-        dataset = reader.ray_dataset(scan, done_ids)
+        dataset = reader.ray_dataset(scan, done_ids, num_cpus=float(cfg["processor"]["light_stage_num_cpus"]))
         original_columns = [name for name in scan.schema.names if name != readers.INPUT_ERROR_COLUMN]
         processor = build_processor(cfg, model, env, original_columns)
         out = processor(dataset)
@@ -249,14 +249,11 @@ def _kill_point_after_results(results: Location):
     if not wanted.startswith("results_written"):
         yield
         return
-    files = int(wanted.partition(":")[2] or 1)
     stop = threading.Event()
 
     def watch():
         while not stop.wait(0.2):
-            if len(results.list_files()) >= files:
-                faults.reached("results_written")
-                return
+            faults.reached("results_written", count=len(results.list_files()))
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()

@@ -171,6 +171,7 @@ SETTING_RANGES = [
     ("processor.concurrency", _at_least(1), "at least 1"),
     ("processor.max_concurrent_batches", _at_least(1), "at least 1"),
     ("processor.light_stage_num_cpus", _above(0), "more than 0"),
+    ("processor.rows_per_file", _at_least(1), "at least 1"),
     ("ray.num_cpus", _at_least(1), "at least 1"),
     ("tracking.sample_rows", _at_least(0), "at least 0"),
     ("errors.length_check_rows", _at_least(0), "at least 0 (0 skips the check)"),
@@ -278,7 +279,9 @@ def run_checks(cfg: Mapping[str, Any], location: Optional[Location] = None, resu
         problems += check_run_location(location, resume)
     reader = None
     try:
-        reader = readers.for_dataset(cfg["dataset"], text_columns=prompt.column_map(cfg["prompt"]).values())
+        reader = readers.for_dataset(
+            cfg["dataset"], text_columns=prompt.column_map(cfg["prompt"]).values(), rows_per_chunk=int(cfg["processor"]["rows_per_file"]),
+        )
         columns = reader.columns()
         problems += check_prompt_and_data(cfg, columns)
         problems += check_text_column_types(cfg, reader.column_types())

@@ -61,7 +61,7 @@ def open_dataset(folder, fmt: str = None):
     return parts[0] if len(parts) == 1 else pds.dataset(parts)
 
 
-def list_files(path) -> List["Path"]:
+def list_files(path) -> list:
     """The data files of a local folder (or the file itself), as paths."""
     from pathlib import Path
 

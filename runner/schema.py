@@ -115,6 +115,9 @@ class ProcessorConfig:
     # Logical CPUs each light stage (pre/post-process, chat template) asks Ray for; a
     # fraction lets all stages hold an actor at once on a 2-core machine.
     light_stage_num_cpus: float = 0.25
+    # Input rows per read task, which is also the most rows one results file holds: a kill
+    # loses at most the files in flight, and fewer, larger files suit object storage.
+    rows_per_file: int = 1000
     tokenize_stage: bool = False
     detokenize_stage: bool = False
 

@@ -22,8 +22,11 @@ import pytest
 from runner import result_files, storage
 from tests.e2e_helpers import ROOT, SAMPLE_NEWS
 
-# Results land two rows at a time, one batch in flight, so kills fall between writes.
-TRICKLE = ("processor.batch_size=2", "processor.max_concurrent_batches=1", "prompt.max_tokens=12", "tracking.enabled=false")
+# Results land two rows to a file, one batch in flight, so kills fall between writes.
+TRICKLE = (
+    "processor.batch_size=2", "processor.rows_per_file=2", "processor.max_concurrent_batches=1", "prompt.max_tokens=12",
+    "tracking.enabled=false",
+)
 GOOD_ROWS = 10
 
 
@@ -132,8 +135,11 @@ def test_killed_at_every_phase_on_local_disk_each_row_once(tmp_path):
     expected = write_input(data.write_text)
     run, outputs = kill_and_resume_everywhere(tmp_path, str(tmp_path / "outputs/runs/k"), str(data), {})
     assert_exactly_once(run, expected)
-    # The bad JSON line is named by file and line, in the failed row and in the log.
-    assert any("input.jsonl:" in o for o in outputs)
+    # The bad JSON line is named by file and line, in the log and in its failed row.
+    bad_line = next(i for i in expected if i.startswith("input.jsonl:")).split(":")[1]
+    assert any(f"input.jsonl line {bad_line}: not valid JSON" in o for o in outputs)
+    failed = {r["id"]: r["error"] for e in run.child("failed").list_files() for r in result_files.read_table(run.fs, e.path).to_pylist()}
+    assert f"input.jsonl line {bad_line}" in failed[f"input.jsonl:{bad_line}"]
     assert_resuming_a_finished_run_adds_nothing(tmp_path, run, {})
 
 
