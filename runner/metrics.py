@@ -12,14 +12,15 @@ from typing import Any, Dict, Mapping
 
 import numpy as np
 
-from runner import result_files
+from runner import quality, result_files
 
 TIMING_COLUMNS = ["num_input_tokens", "num_generated_tokens", "latency_s", "ttft_s", "finished_at"]
+SCANNED_COLUMNS = TIMING_COLUMNS + list(quality.SCORE_COLUMNS.values())
 
 
 def _scan(results_dir: Path, fmt: str):
     dataset = result_files.open_dataset(results_dir, fmt)
-    columns = [c for c in TIMING_COLUMNS if c in dataset.schema.names]
+    columns = [c for c in SCANNED_COLUMNS if c in dataset.schema.names]
     return dataset.to_batches(columns=columns)
 
 
@@ -38,6 +39,7 @@ def compute(results_dir: Path, fmt: str, started_at: float, finished_at: float, 
     rows = input_tokens = output_tokens = 0
     latencies, ttfts = [], []
     first_start, last_finish = float("inf"), float("-inf")
+    scores = quality.Means()
     for batch in _scan(results_dir, fmt):
         table = batch.to_pydict()
         n = batch.num_rows
@@ -52,6 +54,7 @@ def compute(results_dir: Path, fmt: str, started_at: float, finished_at: float, 
         last_finish = max(last_finish, float(np.max(finish)))
         latencies.append(latency)
         ttfts.append(np.asarray([np.nan if v is None else v for v in table["ttft_s"]], dtype=float))
+        scores.add(table)
 
     wall = max(finished_at - started_at, 1e-9)
     figures: Dict[str, float] = {
@@ -79,6 +82,7 @@ def compute(results_dir: Path, fmt: str, started_at: float, finished_at: float, 
         figures.update(_percentiles(np.concatenate(latencies), "latency"))
         figures.update(_percentiles(np.concatenate(ttfts), "ttft"))
     figures.update(cost(hw, replicas, wall, rows, output_tokens))
+    figures.update(scores.figures())
     return figures
 
 
