@@ -179,3 +179,15 @@ def test_clashes_with_the_data_are_named_with_the_fix():
     assert "result column 'headline'" in problems[1] and "rename the field" in problems[1]
     classify = outputs.from_config(config("prompt=classify", "dataset.reference_column=null"))
     assert "prompt.choices writes result column 'label'" in classify.column_problems(["id", "article", "label"], "jsonl")[0]
+
+
+def test_a_bad_output_stops_a_fail_fast_run_and_is_kept_otherwise():
+    row_outputs = outputs.from_config(config("prompt=extract"))
+    bad = {**ENGINE_ROW, "generated_text": '{"headline": ', "num_generated_tokens": 5}
+    kept = pipeline._postprocess(bad, ["id", "article", "highlights"], row_outputs, "id", fail_fast=False)
+    assert "not valid JSON" in kept["error"] and kept["headline"] is None
+    with pytest.raises(ValueError, match=r"row id='n1': output is not valid JSON.*errors.on_row_error=continue"):
+        pipeline._postprocess(bad, ["id", "article", "highlights"], row_outputs, "id", fail_fast=True)
+    # A row that failed before the engine already stopped a fail-fast run in the preprocess.
+    upstream = {**bad, pipeline.ROW_ERROR: "column 'article' is missing"}
+    assert pipeline._postprocess(upstream, ["id"], row_outputs, "id", fail_fast=True)["error"] == "column 'article' is missing"
