@@ -1,16 +1,19 @@
-"""Compare the jobs of a sweep from MLflow: which setting is fastest, which is cheapest.
+"""Compare the jobs of a sweep from MLflow: which setting is fastest, which is cheapest, and,
+where the jobs were scored (dataset.reference_column), which is the fastest that gives up
+no more than a stated ROUGE tolerance against the best.
 
     python -m runner.compare                         # the newest sweep in experiment "runner"
     python -m runner.compare --sweep <sweep_id>      # one sweep; or --parent <run id>
     python -m runner.compare --all                   # every finished job in the experiment
     python -m runner.compare --uri http://mlflow.internal:5000 --experiment llama-l4
+    python -m runner.compare --quality-metric rougeLsum_f_mean --quality-tolerance 0.02
 
 Reads the MLflow contract the runner writes: a sweep is a parent run tagged
 `runner.role=sweep` + `runner.sweep_id`, its jobs are nested runs tagged `runner.role=job`,
 `runner.sweep_id`, `runner.overrides` and `runner.status`, with the flattened config as
 params and the figures of runner.metrics as metrics. Prints one row per job, sorted by
-the chosen throughput metric, writes a two-panel PNG (throughput and cost per 1M output
-tokens against the swept setting) and logs both to the sweep's parent run as
+the chosen throughput metric, writes a PNG (throughput and cost per 1M output tokens against
+the swept setting, and throughput against quality when the jobs were scored) and logs both to the sweep's parent run as
 `comparison.png` and `comparison.txt`. Only public MLflow client calls, so it works the
 same on the local SQLite store and on a tracking server.
 """
@@ -37,6 +40,11 @@ DEFAULT_EXPERIMENT = "runner"
 DEFAULT_METRIC = "output_tokens_per_s"
 STEADY_METRIC = "steady_output_tokens_per_s"
 COST_METRIC = "cost_per_1m_output_tokens_usd"
+# Means of the per-row ROUGE F-measures (runner.quality), shown when any job has them.
+QUALITY_FIGURES = ["rouge1_f_mean", "rouge2_f_mean", "rougeL_f_mean", "rougeLsum_f_mean"]
+DEFAULT_QUALITY_METRIC = "rougeL_f_mean"
+# ROUGE F is 0..1: the trade-off may give up 0.01 (one point) against the best job.
+DEFAULT_QUALITY_TOLERANCE = 0.01
 FIGURES = [
     "rows",
     "wall_s",
@@ -57,11 +65,16 @@ HEADERS = {
     "rows_per_s": "rows/s",
     "cost_per_1m_output_tokens_usd": "$/1M_out_tok",
     "cost_per_1k_rows_usd": "$/1k_rows",
+    "rouge1_f_mean": "rouge1",
+    "rouge2_f_mean": "rouge2",
+    "rougeL_f_mean": "rougeL",
+    "rougeLsum_f_mean": "rougeLsum",
 }
 LEGEND = (
     "out_tok/s, rows/s: over wall_s (end to end, start-up included); steady_out_tok/s: over "
     "generation_s; $ = hw.price_per_hour x replicas x wall_s"
 )
+QUALITY_LEGEND = "rouge*: mean ROUGE F-measure (0-1) of the rows against dataset.reference_column"
 ZERO_COST_NOTE = "all costs are 0: hw price_per_hour is 0; cheapest = least wall_s per row"
 # Bookkeeping params that may differ between jobs without being a setting.
 NOT_SETTINGS = ("tracking.", "hydra.")
@@ -88,6 +101,11 @@ class Comparison:
     notes: List[str] = field(default_factory=list)
     errors: Dict[str, str] = field(default_factory=dict)  # failed job label -> its runner.error tag
     logged_to_parent: bool = False
+    quality_metric: str = DEFAULT_QUALITY_METRIC
+    quality_tolerance: float = DEFAULT_QUALITY_TOLERANCE
+    best_quality: Optional[str] = None  # None: no job was scored
+    tradeoff: Optional[str] = None  # the fastest job within quality_tolerance of best_quality
+    tradeoff_run_id: Optional[str] = None
 
 
 # --------------------------------------------------------------------------- reading
@@ -299,7 +317,7 @@ def _build(runs, metric: str, forced: Optional[List[str]]):
         for key, value in overrides[rid].items():
             if key not in record and f"{key}.name" not in record:
                 record[key] = _value(value)
-        for name in dict.fromkeys([*FIGURES, metric, "cost_usd"]):
+        for name in dict.fromkeys([*FIGURES, metric, "cost_usd", *QUALITY_FIGURES]):
             value = run.data.metrics.get(name) if status == "finished" else None
             record[name] = float("nan") if value is None else float(value)
         records.append(record)
@@ -336,6 +354,8 @@ def _build(runs, metric: str, forced: Optional[List[str]]):
     figures = list(FIGURES)
     if metric not in figures:
         figures.insert(figures.index("startup_s") + 1, metric)
+    scored = frame[QUALITY_FIGURES].notna().any()
+    figures += [q for q in QUALITY_FIGURES if scored.any() and q not in figures]
     table = frame[[*swept, "status", *figures]].copy()
     table["mark"] = ""
     table["run_id"] = frame["run_id"]
@@ -382,6 +402,27 @@ def _rank(table: pd.DataFrame, metric: str, cost_usd: pd.Series):
     return table, fastest, cheapest, notes
 
 
+def _add_mark(table: pd.DataFrame, label: str, mark: str) -> None:
+    current = table.loc[label, "mark"]
+    table.loc[label, "mark"] = f"{current}, {mark}" if current else mark
+
+
+def _tradeoff(table: pd.DataFrame, metric: str, quality_metric: str, tolerance: float):
+    """(best quality, trade-off) labels: the trade-off is the job best by `metric` among the
+    finished jobs whose quality is within `tolerance` of the best; (None, None) if none was scored."""
+    if quality_metric not in table.columns:
+        return None, None
+    scored = table[(table["status"] == "finished") & table[quality_metric].notna() & table[metric].notna()]
+    if scored.empty:
+        return None, None
+    best = scored[quality_metric].idxmax()
+    near = scored[scored[quality_metric] >= scored.loc[best, quality_metric] - tolerance - 1e-12]
+    tradeoff = near[metric].idxmin() if _lower_is_better(metric) else near[metric].idxmax()
+    _add_mark(table, best, "best quality")
+    _add_mark(table, tradeoff, "trade-off")
+    return best, tradeoff
+
+
 # --------------------------------------------------------------------------- text
 
 
@@ -411,6 +452,8 @@ def format_table(comparison: Comparison) -> str:
             formatters[column] = lambda v: "-" if pd.isna(v) else f"{int(v):,}"
         elif column.startswith("cost"):
             formatters[column] = _cost
+        elif column in QUALITY_FIGURES:
+            formatters[column] = lambda v: _fmt(v, 3)
         elif column in FIGURES or column == comparison.metric:
             formatters[column] = lambda v: _fmt(v, 1)
         else:
@@ -441,11 +484,23 @@ def format_table(comparison: Comparison) -> str:
             f"cheapest: {comparison.cheapest}  (${_cost(row[COST_METRIC])} per 1M output tokens, "
             f"{_fmt(row['wall_s'] / row['rows'] if row['rows'] else float('nan'), 3)} wall_s per row)"
         )
+    if comparison.best_quality is not None:
+        q, best = comparison.quality_metric, table.loc[comparison.best_quality]
+        lines.append(f"best quality: {comparison.best_quality}  ({q} {_fmt(best[q], 3)})")
+        row = table.loc[comparison.tradeoff]
+        gap = best[q] - row[q]
+        lines.append(
+            f"trade-off: {comparison.tradeoff}  (best {comparison.metric} within {comparison.quality_tolerance:g} {q} of the best: "
+            f"{_fmt(row[comparison.metric], 1)} {comparison.metric}, {q} {_fmt(row[q], 3)}"
+            + (f", {gap:.3f} under the best)" if gap > 0 else ", the best)")
+        )
     lines.extend(comparison.notes)
     for label in table.index[table["status"] == "failed"]:
         error = comparison.errors.get(label, "")
         lines.append(f"failed:   {label}" + (f": {error.splitlines()[0][:160]}" if error else ""))
     lines.append(LEGEND)
+    if comparison.best_quality is not None:
+        lines.append(QUALITY_LEGEND)
     return "\n".join(lines)
 
 
@@ -453,7 +508,8 @@ def format_table(comparison: Comparison) -> str:
 
 
 def plot(comparison: Comparison, out_png: Path) -> Path:
-    """Two panels: throughput (metric and steady state) and cost per 1M output tokens against the swept setting."""
+    """Throughput (metric and steady state) and cost per 1M output tokens against the swept
+    setting; where jobs were scored, a third panel: throughput against quality, a point a job."""
     from matplotlib.figure import Figure  # no pyplot: no global backend; savefig renders with Agg
 
     table = comparison.table
@@ -469,8 +525,11 @@ def plot(comparison: Comparison, out_png: Path) -> Path:
         ticks = [str(v) for v in done[swept[0]]] if len(swept) == 1 else list(done.index)
         xlabel = swept[0] if len(swept) == 1 else ("overrides" if swept else "job")
 
-    fig = Figure(figsize=(11, 4.6), layout="constrained")
-    throughput, cost = fig.subplots(1, 2)
+    scored = comparison.best_quality is not None
+    fig = Figure(figsize=(16.5 if scored else 11, 4.6), layout="constrained")
+    throughput, cost, *rest = fig.subplots(1, 3 if scored else 2)
+    if scored:
+        _quality_panel(rest[0], comparison)
     series = [(comparison.metric, f"{comparison.metric} (end to end)")]
     if comparison.metric != STEADY_METRIC:
         series.append((STEADY_METRIC, f"{STEADY_METRIC} (steady state)"))
@@ -517,6 +576,26 @@ def plot(comparison: Comparison, out_png: Path) -> Path:
     return out_png
 
 
+def _quality_panel(ax, comparison: Comparison) -> None:
+    table, q, metric = comparison.table, comparison.quality_metric, comparison.metric
+    done = table[(table["status"] == "finished") & table[q].notna() & table[metric].notna()]
+    ax.scatter(done[q], done[metric], color="tab:blue", zorder=3)
+    for label, row in done.iterrows():
+        short = " ".join(item.split("=", 1)[-1] for item in str(label).split()) if comparison.swept else str(label)
+        ax.annotate(short, (row[q], row[metric]), textcoords="offset points", xytext=(5, 4), fontsize="small")
+    best = table.loc[comparison.best_quality, q]
+    # The band the trade-off is chosen in: within the tolerance of the best quality.
+    ax.axvspan(best - comparison.quality_tolerance, best, color="tab:green", alpha=0.15, label=f"within {comparison.quality_tolerance:g} of the best")
+    pick = table.loc[comparison.tradeoff]
+    ax.scatter([pick[q]], [pick[metric]], s=180, marker="*", color="tab:green", zorder=4, label="trade-off")
+    ax.set_title(f"throughput against quality\ntrade-off: {comparison.tradeoff}", fontsize="medium")
+    ax.margins(x=0.15, y=0.1)  # room for the labels beside the points
+    ax.set_xlabel(f"{q} (ROUGE F, higher is better)")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+
+
 def _default_png(uri: str, name: str) -> Path:
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
     if uri.startswith("sqlite:///"):
@@ -545,21 +624,29 @@ def compare(
     out_png: Optional[Path] = None,
     log_to_parent: bool = True,
     all_runs: bool = False,
+    quality_metric: str = DEFAULT_QUALITY_METRIC,
+    quality_tolerance: float = DEFAULT_QUALITY_TOLERANCE,
 ) -> Comparison:
     """Compare one sweep's jobs (the newest sweep unless `sweep_id`/`parent_run_id`; every
     finished job of the experiment with `all_runs`). Raises CompareError for user errors."""
+    if quality_metric not in QUALITY_FIGURES:
+        raise CompareError(f"--quality-metric {quality_metric!r} is not a quality figure; pass one of: {', '.join(QUALITY_FIGURES)}")
+    if not (quality_tolerance >= 0):
+        raise CompareError(f"--quality-tolerance {quality_tolerance}: pass a ROUGE difference >= 0 (e.g. 0.01)")
     client = _client(uri)
     exp = _experiment(client, experiment, uri)
     parent, sweep_id, runs = _select(client, exp, uri, sweep_id, parent_run_id, all_runs)
     table, swept, cost_usd, errors = _build(runs, metric, params)
     table, fastest, cheapest, notes = _rank(table, metric, cost_usd)
+    best_quality, tradeoff = _tradeoff(table, metric, quality_metric, quality_tolerance)
     comparison = Comparison(
         table=table, fastest=fastest, cheapest=cheapest, swept=swept, plot_path=None,
         metric=metric, experiment=experiment, sweep_id=sweep_id,
         parent_run_id=parent.info.run_id if parent is not None else None,
         fastest_run_id=table.loc[fastest, "run_id"],
         cheapest_run_id=table.loc[cheapest, "run_id"] if cheapest is not None else None,
-        notes=notes, errors=errors,
+        notes=notes, errors=errors, quality_metric=quality_metric, quality_tolerance=quality_tolerance,
+        best_quality=best_quality, tradeoff=tradeoff, tradeoff_run_id=table.loc[tradeoff, "run_id"] if tradeoff is not None else None,
     )
     comparison.text = format_table(comparison)
     name = sweep_id or (comparison.parent_run_id or "all")
@@ -579,7 +666,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     parser = argparse.ArgumentParser(
         prog="python -m runner.compare",
-        description="Compare the jobs of a sweep from MLflow: fastest and cheapest setting.",
+        description="Compare the jobs of a sweep from MLflow: fastest and cheapest setting, and the best quality/throughput trade-off.",
     )
     parser.add_argument("--uri", default=None, help="MLflow tracking URI (default: the runner's store, sqlite:///<cwd>/outputs/mlflow.db)")
     parser.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help="MLflow experiment (tracking.experiment; default: runner)")
@@ -589,6 +676,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     which.add_argument("--all", action="store_true", help="every finished job of the experiment")
     parser.add_argument("--param", nargs="+", action="extend", metavar="KEY", help="swept param keys to show (default: those that differ)")
     parser.add_argument("--metric", default=DEFAULT_METRIC, help=f"what fastest means: highest rate wins, lowest duration (*_s, not *_per_s) wins (default: {DEFAULT_METRIC})")
+    parser.add_argument("--quality-metric", default=DEFAULT_QUALITY_METRIC, choices=QUALITY_FIGURES,
+                        help=f"the quality figure of the trade-off (default: {DEFAULT_QUALITY_METRIC})")
+    parser.add_argument("--quality-tolerance", type=float, default=DEFAULT_QUALITY_TOLERANCE, metavar="ROUGE",
+                        help="trade-off: the fastest job whose quality is at most this far under the best "
+                        f"(a ROUGE F difference, 0-1; default {DEFAULT_QUALITY_TOLERANCE})")
     parser.add_argument("--out", type=Path, metavar="PATH.png", help="where to write the plot (default: outputs/compare/<sweep>.png beside a SQLite store)")
     parser.add_argument("--no-log", action="store_true", help="do not log comparison.png/.txt to the parent run")
     args = parser.parse_args(argv)
@@ -599,6 +691,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         result = compare(
             uri, args.experiment, sweep_id=args.sweep, parent_run_id=args.parent, params=args.param,
             metric=args.metric, out_png=args.out, log_to_parent=not args.no_log, all_runs=args.all,
+            quality_metric=args.quality_metric, quality_tolerance=args.quality_tolerance,
         )
     except CompareError as error:
         print(f"runner.compare: {error}", file=sys.stderr)

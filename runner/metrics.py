@@ -11,7 +11,7 @@ from typing import Any, Dict, Mapping
 
 import numpy as np
 
-from runner import result_files
+from runner import quality, result_files
 
 TIMING_COLUMNS = ["num_input_tokens", "num_generated_tokens", "latency_s", "ttft_s", "finished_at"]
 
@@ -28,6 +28,17 @@ def _scan(results, started_at: float, finished_at: float):
     # A second of slack: the engine's clock and the driver's may differ slightly on a cluster.
     window = (pds.field("finished_at") >= started_at - 1.0) & (pds.field("finished_at") <= finished_at + 1.0)
     return dataset.to_batches(columns=columns, filter=window)
+
+
+def quality_figures(results) -> Dict[str, float]:
+    """ROUGE means over every scored row, whichever attempt of a resumed run wrote it."""
+    dataset = result_files.open_dataset(results)
+    columns = [c for c in quality.SCORE_COLUMNS.values() if c in dataset.schema.names]
+    scores = quality.Means()
+    if columns:
+        for batch in dataset.to_batches(columns=columns):
+            scores.add(batch.to_pydict())
+    return scores.figures()
 
 
 def _percentiles(values: np.ndarray, prefix: str) -> Dict[str, float]:
@@ -87,6 +98,7 @@ def compute(results, started_at: float, finished_at: float, hw: Mapping[str, Any
         figures.update(_percentiles(np.concatenate(latencies), "latency"))
         figures.update(_percentiles(np.concatenate(ttfts), "ttft"))
     figures.update(cost(hw, replicas, wall, rows, output_tokens))
+    figures.update(quality_figures(results))
     return figures
 
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
-from runner import faults, prompt, readers, redaction, results, run_state
+from runner import faults, outputs, prompt, readers, redaction, results, run_state, structured
 from runner.models import ModelLocation
 from runner.storage import Location
 
@@ -105,8 +105,13 @@ def _preprocess(row: Dict[str, Any], prompt_cfg: Dict[str, Any], columns: Dict[s
         return {**row, **_placeholder_request(prompt_cfg), ROW_ERROR: str(error)}
 
 
-def _postprocess(row: Dict[str, Any], original_columns: List[str]) -> Dict[str, Any]:
-    return results.shape_result(row, original_columns, error=row.get(ROW_ERROR) or row.get("__inference_error__") or "")
+def _postprocess(row: Dict[str, Any], original_columns: List[str], row_outputs: outputs.RowOutputs, id_column: str, fail_fast: bool) -> Dict[str, Any]:
+    error = row.get(ROW_ERROR) or row.get("__inference_error__") or ""
+    out = results.shape_result(row, original_columns, error=error)
+    row_outputs.apply(out, row)
+    if fail_fast and out[results.ERROR_COLUMN] and not error:
+        raise ValueError(f"row {id_column}={row.get(id_column)!r}: {out[results.ERROR_COLUMN]}. Or set errors.on_row_error=continue")
+    return out
 
 
 class _RefuseVllm(importlib.abc.MetaPathFinder):
@@ -174,7 +179,8 @@ def build_processor(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[s
     from ray.data.llm import build_processor as build
 
     light = {"num_cpus": float(cfg["processor"]["light_stage_num_cpus"])}
-    prompt_cfg = dict(cfg["prompt"])
+    prompt_cfg = structured.resolved(cfg["prompt"])
+    row_outputs = outputs.from_config(cfg)
     preprocess = functools.partial(
         _preprocess, prompt_cfg=prompt_cfg, columns=prompt.column_map(prompt_cfg),
         id_column=readers.id_column(cfg["dataset"]), fail_fast=cfg["errors"]["on_row_error"] == "fail",
@@ -183,8 +189,16 @@ def build_processor(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[s
     # and every row, failed ones included, must be shaped and accounted for.
     with _vllm_kept_off_driver():
         processor = build(processor_config(cfg, location, env), preprocess=preprocess, preprocess_map_kwargs=light)
-    postprocess = functools.partial(_postprocess, original_columns=original_columns)
-    return lambda dataset: processor(dataset).map(postprocess, **light)
+    postprocess = functools.partial(
+        _postprocess, original_columns=original_columns, row_outputs=row_outputs,
+        id_column=readers.id_column(cfg["dataset"]), fail_fast=cfg["errors"]["on_row_error"] == "fail",
+    )
+    if not row_outputs.columns():
+        return lambda dataset: processor(dataset).map(postprocess, **light)
+    # Fused with the map into one task: no extra actor, no extra pass over the data.
+    return lambda dataset: processor(dataset).map(postprocess, **light).map_batches(
+        row_outputs.typed, batch_format="pyarrow", batch_size=None, **light
+    )
 
 
 def stop_ray(grace_s: float = 15.0) -> List[int]:

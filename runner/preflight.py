@@ -6,7 +6,7 @@ import dataclasses
 import os
 from typing import Any, Callable, List, Mapping, Optional
 
-from runner import gpus, models, prompt, readers, redaction, run_state, schema, storage
+from runner import gpus, models, outputs, prompt, readers, redaction, run_state, schema, storage
 from runner.storage import Location
 
 OUTPUT_FORMATS = ("parquet", "jsonl")
@@ -284,6 +284,7 @@ def run_checks(cfg: Mapping[str, Any], location: Optional[Location] = None, resu
         )
         columns = reader.columns()
         problems += check_prompt_and_data(cfg, columns)
+        problems += outputs.from_config(cfg).column_problems(columns, cfg["dataset"]["name"])
         problems += check_text_column_types(cfg, reader.column_types())
     except readers.DatasetError as error:
         # The reader checks some settings for itself (dataset.limit, num_rows): say each once.

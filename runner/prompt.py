@@ -8,6 +8,8 @@ from __future__ import annotations
 import string
 from typing import Any, Dict, List, Mapping
 
+from runner import structured
+
 
 def placeholders(template: str) -> List[str]:
     """The {names} a format string reads, in order, without repeats."""
@@ -32,12 +34,16 @@ def column_map(prompt_cfg: Mapping[str, Any]) -> Dict[str, str]:
 
 
 def sampling_params(prompt_cfg: Mapping[str, Any]) -> Dict[str, Any]:
-    return {
+    params = {
         "temperature": float(prompt_cfg["temperature"]),
         "top_p": float(prompt_cfg["top_p"]),
         "max_tokens": int(prompt_cfg["max_tokens"]),
         "ignore_eos": bool(prompt_cfg["ignore_eos"]),
     }
+    constraint = structured.engine_param(prompt_cfg)
+    if constraint is not None:
+        params["structured_outputs"] = constraint
+    return params
 
 
 class PromptInputError(ValueError):

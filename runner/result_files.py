@@ -52,10 +52,13 @@ def open_dataset(folder, fmt: str = None):
     json_files = [e.path for e in entries if is_json(e.path)]
     parquet_files = [e.path for e in entries if not is_json(e.path)]
     parts = []
-    if parquet_files:
-        parts.append(pds.dataset(parquet_files, filesystem=folder.fs, format="parquet"))
-    if json_files:
-        parts.append(pds.dataset(json_files, filesystem=folder.fs, format=pds.JsonFileFormat()))
+    for files, file_format in ((parquet_files, pds.ParquetFileFormat()), (json_files, pds.JsonFileFormat())):
+        if files:
+            # A file whose rows all lack a value (every row failed, no reference text) has
+            # null-typed columns; one schema unified over every file reads them all.
+            schemas = [pds.dataset(f, filesystem=folder.fs, format=file_format).schema for f in files]
+            schema = pa.unify_schemas(schemas, promote_options="permissive")
+            parts.append(pds.dataset(files, filesystem=folder.fs, format=file_format, schema=schema))
     if not parts:
         return pds.dataset([], schema=pa.schema([]), format="parquet")
     return parts[0] if len(parts) == 1 else pds.dataset(parts)

@@ -71,6 +71,9 @@ class DatasetConfig:
     # An id that occurs more than once: fail (stop before any work, naming where) or
     # rename (the 2nd, 3rd... occurrence in file order becomes <id>#2, <id>#3...).
     on_duplicate_id: str = "fail"
+    # The column of reference texts (e.g. highlights) each output is scored against (ROUGE);
+    # null: no quality figures.
+    reference_column: Optional[str] = None
     # synthetic only
     num_rows: int = 1000
     input_tokens: int = 1000
@@ -89,6 +92,13 @@ class PromptConfig:
     top_p: float = 1.0
     max_tokens: int = 150
     ignore_eos: bool = False
+    # Structured output, one or the other: a JSON schema (inline mapping, or the path of a
+    # .json file) or a list of labels. The engine's decoding is held to it; each top-level
+    # field (or `label`) becomes a result column; an output that does not parse is a failed row.
+    json_schema: Optional[Any] = None
+    choices: Optional[List[str]] = None
+    # With a JSON schema: the text field scored against dataset.reference_column.
+    score_field: Optional[str] = None
 
 
 @dataclass
@@ -205,10 +215,16 @@ def unknown_keys(node: DictConfig, prefix: str = "") -> List[str]:
 
 
 def validate(cfg: DictConfig) -> None:
-    """Fail on keys the schema does not know, naming them and the section's known keys."""
+    """Fail on keys the schema does not know, naming them and the section's known keys, and
+    on structured-output settings that cannot be used (runner.outputs)."""
     found = unknown_keys(cfg)
     if found:
         raise UnknownKeyError(
             "unknown config key(s): " + ", ".join(found)
             + ". Fix: check the spelling against runner/schema.py; vLLM arguments we do not list go under engine.extra.<name>"
         )
+    from runner import outputs, preflight
+
+    problems = outputs.config_problems(OmegaConf.to_container(cfg, resolve=True))
+    if problems:
+        raise preflight.PreflightError(problems)

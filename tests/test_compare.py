@@ -258,6 +258,75 @@ def test_clear_errors(store, tmp_path):
         cmp.compare(uri, "runner", parent_run_id=parent)
 
 
+def scored_job(temperature, rouge_l, out_tokens, wall=100):
+    spec = job(16, price=0.0, wall=wall, out_tokens=out_tokens, steady=out_tokens / 50, startup=50, rows=32, hw="cpu",
+               extra={"prompt.temperature": temperature})
+    spec["overrides"] = f"prompt.temperature={temperature}"
+    spec["metrics"].update(rouge1_f_mean=rouge_l + 0.08, rouge2_f_mean=rouge_l - 0.1, rougeL_f_mean=rouge_l,
+                           rougeLsum_f_mean=rouge_l + 0.05, quality_rows=32)
+    return spec
+
+
+@pytest.fixture(scope="module")
+def scored_store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scored")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("runner", artifact_location=(root / "mlartifacts").as_uri())
+    # t=0 scores best; t=0.3 gives up 0.005 for more speed; t=0.7 is fastest but 0.03 under the best.
+    jobs = [scored_job(0.0, 0.320, 6000), scored_job(0.3, 0.315, 7000), scored_job(0.7, 0.290, 9000),
+            job(16, price=0.0, wall=0, out_tokens=1, steady=0, startup=1, status="failed", error="boom")]
+    jobs[3]["overrides"] = "prompt.temperature=1.5"
+    log_sweep(client, exp, "q1", jobs, T0)
+    return uri
+
+
+def test_quality_columns_and_the_trade_off_within_the_tolerance(scored_store, tmp_path):
+    result = cmp.compare(scored_store, "runner", out_png=tmp_path / "q.png", log_to_parent=False)
+    table = result.table
+    assert list(table.index) == ["prompt.temperature=0.7", "prompt.temperature=0.3", "prompt.temperature=0.0", "prompt.temperature=1.5"]
+    assert list(table["rougeL_f_mean"][:3]) == pytest.approx([0.290, 0.315, 0.320])
+    assert set(cmp.QUALITY_FIGURES) <= set(table.columns)
+    assert result.best_quality == "prompt.temperature=0.0"
+    assert result.tradeoff == "prompt.temperature=0.3"  # within 0.01 of the best, faster than it
+    assert result.fastest == "prompt.temperature=0.7"  # fastest, but 0.03 under the best
+    assert list(table["mark"]) == ["fastest, cheapest", "trade-off", "best quality", ""]  # cheapest: equal wall_s, the first
+    lines = result.text.splitlines()
+    header = lines[1].split()
+    assert header[-5:] == ["rouge1", "rouge2", "rougeL", "rougeLsum", "mark"]
+    assert lines[3].split()[-5:-1] == ["0.395", "0.215", "0.315", "0.365"]
+    assert "best quality: prompt.temperature=0.0  (rougeL_f_mean 0.320)" in result.text
+    assert ("trade-off: prompt.temperature=0.3  (best output_tokens_per_s within 0.01 rougeL_f_mean of the best: "
+            "70.0 output_tokens_per_s, rougeL_f_mean 0.315, 0.005 under the best)") in result.text
+    assert_png(result.plot_path)
+
+    wider = cmp.compare(scored_store, "runner", out_png=tmp_path / "w.png", log_to_parent=False, quality_tolerance=0.05)
+    assert wider.tradeoff == "prompt.temperature=0.7" and "within 0.05 rougeL_f_mean" in wider.text
+    exact = cmp.compare(scored_store, "runner", out_png=tmp_path / "e.png", log_to_parent=False, quality_tolerance=0)
+    assert exact.tradeoff == exact.best_quality == "prompt.temperature=0.0" and ", the best)" in exact.text
+    by_lsum = cmp.compare(scored_store, "runner", out_png=tmp_path / "l.png", log_to_parent=False, quality_metric="rougeLsum_f_mean")
+    assert by_lsum.tradeoff == "prompt.temperature=0.3" and "rougeLsum_f_mean 0.370" in by_lsum.text
+
+
+def test_quality_options_are_checked_and_unscored_sweeps_show_no_quality(scored_store, store, tmp_path):
+    with pytest.raises(cmp.CompareError, match="--quality-metric 'rouge3'.*rougeL_f_mean"):
+        cmp.compare(scored_store, "runner", quality_metric="rouge3", log_to_parent=False)
+    with pytest.raises(cmp.CompareError, match="--quality-tolerance -0.1"):
+        cmp.compare(scored_store, "runner", quality_tolerance=-0.1, log_to_parent=False)
+    plain = cmp.compare(store["uri"], "runner", out_png=tmp_path / "p.png", log_to_parent=False)
+    assert plain.best_quality is None and plain.tradeoff is None
+    assert not set(cmp.QUALITY_FIGURES) & set(plain.table.columns)
+    assert "trade-off" not in plain.text and "rouge" not in plain.text
+
+
+def test_cli_takes_the_quality_tolerance(scored_store, tmp_path):
+    done = run_cli("--uri", scored_store, "--out", str(tmp_path / "cli.png"), "--no-log", "--quality-tolerance", "0.05")
+    assert done.returncode == 0, done.stderr
+    assert "trade-off: prompt.temperature=0.7" in done.stdout
+    bad = run_cli("--uri", scored_store, "--quality-metric", "bleu")
+    assert bad.returncode == 2 and "--quality-metric" in bad.stderr
+
+
 def run_cli(*args, cwd=REPO):
     return subprocess.run([sys.executable, "-m", "runner.compare", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 

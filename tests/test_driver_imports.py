@@ -19,7 +19,7 @@ PROBE = textwrap.dedent(
         config = OmegaConf.to_container(compose("config", overrides=["ray.num_cpus=2"]), resolve=True)
     pipeline.start_ray(config, {})
     try:
-        processor = pipeline.build_processor(config, models.locate(config["model"]), {}, ["id", "article"])
+        processor = pipeline.build_processor(config, models.locate(config["model"]), {}, ["id", "article", "highlights"])
         assert callable(processor)
         assert "vllm" not in sys.modules, "building the processor imported vLLM on the driver"
         import vllm.exceptions  # noqa: F401 - the refusal is gone after the build
