@@ -13,7 +13,7 @@ import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Tuple
 
 LABEL_COLUMN = "label"
 # JSON schema scalar types -> the result column's Arrow type (by name, so that this module

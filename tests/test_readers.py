@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runner import data, readers, storage
+from runner import readers, storage
 from runner.readers.base import pending_work
 
 INPUT_ERROR = readers.INPUT_ERROR_COLUMN
@@ -89,7 +89,7 @@ def test_a_file_of_another_format_is_ignored_by_scan_and_reader_alike(tmp_path):
     assert scan.ignored_files == ["README.txt"] and scan.rows == 3
     assert any("README.txt" in line for line in scan.notes())
     assert len(read_all(reader, scan)) == 3
-    assert data.count_rows({"source": "jsonl", "path": str(tmp_path / "in"), "id_column": None}) == 3
+    assert readers.for_dataset({"source": "jsonl", "path": str(tmp_path / "in")}).scan().rows == 3
 
 
 def test_a_folder_without_files_of_the_format_names_the_setting_and_the_fix(tmp_path):
@@ -314,7 +314,7 @@ def test_hub_datasets_read_the_hubs_parquet_export(compose_cfg):
     assert readers.hub_uri("org/data", None, "train") == "hf://datasets/org/data@~parquet/default/train"
 
 
-def test_the_bundled_sample_and_the_old_functions(compose_cfg):
+def test_the_bundled_sample_is_read_at_once(compose_cfg):
     from omegaconf import OmegaConf
 
     dataset = OmegaConf.to_container(compose_cfg(), resolve=True)["dataset"]
@@ -323,8 +323,8 @@ def test_the_bundled_sample_and_the_old_functions(compose_cfg):
     scan = reader.scan()
     assert time.perf_counter() - started < 0.5  # the default job must not get slower
     assert scan.rows == 32 and scan.bad_rows == [] and not scan.derived_ids and len(scan.chunks) == 1
-    assert data.count_rows(dataset) == 32 and data.peek_columns(dataset) == ["id", "title", "article"]
-    assert len(data.head_rows(dataset, 5)) == 5
+    assert reader.columns() == ["id", "title", "article", "highlights"]
+    assert len(reader.head(5)) == 5
 
 
 def test_missing_path_and_empty_dataset_name_the_setting(tmp_path):
