@@ -31,3 +31,23 @@ def s3():
 
     with s3_server() as server:
         yield server
+
+
+TASK_SWEEP_ROWS = 8
+
+
+@pytest.fixture(scope="session")
+def prompt_sweep(tmp_path_factory):
+    """One real sweep on the CPU default over three prompts (summary, JSON extraction, labels),
+    shared by the quality and structured-output tests and the sweep-bookkeeping tests: each
+    engine start costs ~40 s on two cores."""
+    import mlflow
+
+    from tests.e2e_helpers import run_cli
+
+    cwd = tmp_path_factory.mktemp("prompt_sweep")
+    done = run_cli(cwd, "-m", "prompt=summarize,extract,classify", f"dataset.limit={TASK_SWEEP_ROWS}", "hydra.sweep.dir=outputs/multirun/e2e")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
+    mlflow.set_tracking_uri(f"sqlite:///{cwd}/outputs/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["runner"])
+    return cwd, done, runs

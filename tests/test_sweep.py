@@ -4,9 +4,9 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from tests.conftest import TASK_SWEEP_ROWS
 from tests.e2e_helpers import run_cli
 
-SMALL_JOB = ("dataset.limit=6", "prompt.max_tokens=24")
 PER_JOB_METRICS = [
     "startup_s", "generation_s", "wall_s", "rows_per_s", "output_tokens_per_s", "total_tokens_per_s",
     "steady_rows_per_s", "steady_output_tokens_per_s", "steady_total_tokens_per_s", "latency_p50_s", "latency_p95_s",
@@ -15,15 +15,16 @@ PER_JOB_METRICS = [
 
 
 @pytest.fixture(scope="module")
-def two_sweeps(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("sweep")
-    first = run_cli(cwd, "-m", "processor.batch_size=2,4", *SMALL_JOB)
-    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-5000:]
-    # The same sweep again, plus a job that cannot start: it must not mix with the first.
-    second = run_cli(cwd, "-m", "processor.batch_size=4", "prompt.max_tokens=24,5000", "dataset.limit=6")
+def two_sweeps(prompt_sweep):
+    # The first sweep is the shared one over three prompts; a second sweep in the same store,
+    # with a job that cannot start, must not mix with it.
+    cwd, first, _ = prompt_sweep
+    second = run_cli(cwd, "-m", "prompt=summarize", "prompt.max_tokens=24,5000", "dataset.limit=6")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-5000:]
     mlflow.set_tracking_uri(f"sqlite:///{cwd}/outputs/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["runner"], order_by=["attributes.start_time ASC"])
+    sweeps = runs[runs["tags.runner.role"] == "sweep"]
+    assert len(sweeps) == 2, "another test logged a sweep to this store"
     return cwd, first, second, runs
 
 
@@ -39,12 +40,11 @@ def test_each_sweep_is_a_parent_with_its_own_jobs(two_sweeps):
     first, second = parents.iloc[0], parents.iloc[1]
     first_jobs = children_of(runs, first.run_id)
     assert sorted(first_jobs["tags.runner.overrides"]) == [
-        "processor.batch_size=2 dataset.limit=6 prompt.max_tokens=24",
-        "processor.batch_size=4 dataset.limit=6 prompt.max_tokens=24",
+        f"prompt={name} dataset.limit={TASK_SWEEP_ROWS}" for name in ("classify", "extract", "summarize")
     ]
     assert set(first_jobs["tags.runner.sweep_id"]) == {first["tags.runner.sweep_id"]}
     for _, job in first_jobs.iterrows():
-        assert job["metrics.rows"] == 6 and job["status"] == "FINISHED"
+        assert job["metrics.rows"] + job["metrics.rows_failed"] == TASK_SWEEP_ROWS and job["status"] == "FINISHED"
         for metric in PER_JOB_METRICS:
             assert job[f"metrics.{metric}"] >= 0, metric
         assert job["metrics.startup_s"] > 0 and job["metrics.steady_output_tokens_per_s"] > job["metrics.output_tokens_per_s"]
@@ -71,9 +71,9 @@ def test_the_comparison_is_printed_and_plotted_on_the_parent(two_sweeps):
     parent = runs[runs["tags.runner.role"] == "sweep"].iloc[0]
     jobs = children_of(runs, parent.run_id)
     fastest = jobs.sort_values("metrics.output_tokens_per_s", ascending=False).iloc[0]
-    batch = fastest["params.processor.batch_size"]
+    label = fastest["params.prompt.name"]
     table_lines = [line for line in first.stdout.splitlines() if "fastest" in line]
-    assert table_lines and batch in table_lines[0].split()
+    assert table_lines and label in table_lines[0].split()
     names = {a.path for a in MlflowClient().list_artifacts(parent.run_id)}
     assert {"comparison.png", "comparison.txt"} <= names
     png = MlflowClient().download_artifacts(parent.run_id, "comparison.png", str(cwd))

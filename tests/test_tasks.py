@@ -4,27 +4,23 @@ prompts (free-text summary, JSON extraction, topic labels), its results, metrics
 import json
 import re
 
-import mlflow
 import pytest
 from jsonschema import Draft202012Validator
 from omegaconf import OmegaConf
 
 from runner import compare as cmp
-from tests.conftest import compose_config
-from tests.e2e_helpers import read_results, run_cli
+from tests.conftest import TASK_SWEEP_ROWS, compose_config
+from tests.e2e_helpers import read_results
 
-ROWS = 8
+ROWS = TASK_SWEEP_ROWS
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory):
-    cwd = tmp_path_factory.mktemp("tasks")
-    done = run_cli(cwd, "-m", "prompt=summarize,extract,classify", f"dataset.limit={ROWS}", "hydra.sweep.dir=outputs/multirun/e2e")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
-    mlflow.set_tracking_uri(f"sqlite:///{cwd}/outputs/mlflow.db")
-    runs = mlflow.search_runs(experiment_names=["runner"])
-    jobs = runs[runs["tags.runner.role"] == "job"].set_index("params.prompt.name")
-    return cwd, done, jobs
+def sweep(prompt_sweep):
+    cwd, done, runs = prompt_sweep
+    sweep_id = runs[runs["tags.runner.role"] == "sweep"]["tags.runner.sweep_id"].iloc[0]
+    jobs = runs[(runs["tags.runner.role"] == "job") & (runs["tags.runner.sweep_id"] == sweep_id)]
+    return cwd, done, jobs.set_index("params.prompt.name")
 
 
 def job_dir(cwd, number):
@@ -110,6 +106,7 @@ def test_the_comparison_names_the_trade_off(sweep):
     tradeoff = near["metrics.output_tokens_per_s"].idxmax()
     assert f"best quality: prompt={best}  (rougeL_f_mean " in done.stdout
     assert f"trade-off: prompt={tradeoff}  (best output_tokens_per_s within 0.01 rougeL_f_mean of the best" in done.stdout
-    again = cmp.compare(f"sqlite:///{cwd}/outputs/mlflow.db", "runner", out_png=cwd / "again.png", log_to_parent=False)
+    sweep_id = jobs["tags.runner.sweep_id"].iloc[0]
+    again = cmp.compare(f"sqlite:///{cwd}/outputs/mlflow.db", "runner", sweep_id=sweep_id, out_png=cwd / "again.png", log_to_parent=False)
     assert again.tradeoff == f"prompt={tradeoff}" and again.best_quality == f"prompt={best}"
     assert (cwd / "again.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
