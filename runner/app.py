@@ -80,9 +80,9 @@ def run(
     config = OmegaConf.to_container(cfg, resolve=True)
     location = location or run_location(config, run_dir, outputs_root)
     reader = preflight.run_checks(config, location, resume)
-    scan = _scan_input(config, reader)
+    scan, problems = _scan_input(config, reader)
     tracking_problem = tracking.probe(config["tracking"], outputs_root) if config["tracking"]["enabled"] else None
-    model = _locate_and_check_lengths(config, reader)
+    model = _locate_and_check_lengths(config, reader, problems)
     if config["dry_run"]:
         log.info("dry run: config, model and data checked (%d input rows); nothing written", scan.rows)
         return RunOutcome(location=location)
@@ -107,7 +107,8 @@ def run(
 
 
 def _scan_input(config: Dict[str, Any], reader):
-    """One streamed pass over the input before anything starts: rows, bad lines, duplicate ids."""
+    """One streamed pass over the input before anything starts: rows, bad lines, duplicate
+    ids. Returns the scan and the problems that stop the run (reported with the length check's)."""
     started = time.time()
     scan = reader.scan()
     for note in scan.notes():
@@ -119,10 +120,8 @@ def _scan_input(config: Dict[str, Any], reader):
     if scan.bad_rows and config["errors"]["on_row_error"] == "fail":
         shown = "; ".join(row.message for row in scan.bad_rows[:5])
         problems.append(f"{len(scan.bad_rows)} input row(s) cannot run: {shown}. Fix the data, or set errors.on_row_error=continue to record them in failed/")
-    if problems:
-        raise preflight.PreflightError(problems)
     log.info("input: %d row(s) in %d chunk(s), scanned in %.1f s", scan.rows, len(scan.chunks), time.time() - started)
-    return scan
+    return scan, problems
 
 
 def _open_run_state(config, location: Location, reader, scan, resume: bool, force: bool) -> run_state.Manifest:
@@ -150,14 +149,17 @@ def _open_run_state(config, location: Location, reader, scan, resume: bool, forc
     return manifest
 
 
-def _locate_and_check_lengths(config: Dict[str, Any], reader) -> models.ModelLocation:
+def _locate_and_check_lengths(config: Dict[str, Any], reader, problems) -> models.ModelLocation:
+    """Resolve the model and check the first prompts fit; raise every problem found so far."""
     location = models.locate(config["model"])
     log.info("model %s loads from %s %s", config["model"]["name"], location.source, location.note)
     too_long = preflight.check_prompt_lengths(config, location.source, reader.head(int(config["errors"]["length_check_rows"])))
     if too_long and config["errors"]["on_row_error"] == "fail":
-        raise preflight.PreflightError([too_long])
-    if too_long:
+        problems = problems + [too_long]
+    elif too_long:
         log.warning("%s", too_long)
+    if problems:
+        raise preflight.PreflightError(problems)
     return location
 
 

@@ -42,7 +42,8 @@ def test_failed_rows_are_accounted_for_and_tracking_outage_loses_nothing(tmp_pat
     assert done.returncode == 0, output[-4000:]
     run_dir = tmp_path / "outputs/runs/mixed"
     # The prompt that cannot fit was announced before the run, with the numbers and the fix.
-    assert "1 of the first 6 rows need more than max_model_len=1024" in output and "engine.max_model_len=" in output
+    # (the first rows whose prompts can be built: the two without article text are failed rows)
+    assert "1 of the first 4 rows need more than max_model_len=1024" in output and "engine.max_model_len=" in output
 
     ok = read_results(run_dir / "results")
     assert sorted(r["id"] for r in ok) == ["news-001", "news-002", "news-003"]
@@ -74,7 +75,9 @@ def test_failed_rows_are_accounted_for_and_tracking_outage_loses_nothing(tmp_pat
 def test_fail_fast_stops_before_the_run_on_a_prompt_that_cannot_fit(tmp_path):
     done, output = run_on_mixed_dataset(tmp_path, "errors.on_row_error=fail", "hydra.run.dir=outputs/runs/strict")
     assert done.returncode == 2, output[-3000:]
-    assert "1 of the first 6 rows need more than max_model_len=1024" in output and "Traceback" not in output
+    assert "1 of the first 4 rows need more than max_model_len=1024" in output and "Traceback" not in output
+    # Reported together with the rows that cannot become prompts, each with file and line.
+    assert "mixed.jsonl line 4: column 'article' is null" in output and "mixed.jsonl line 5: column 'article' is missing" in output
     assert not (tmp_path / "outputs/runs/strict").exists()  # nothing ran: no run folder to mistake for one
 
 
@@ -100,7 +103,7 @@ def wait_for_partial_results(results_dir: Path, proc: subprocess.Popen, files: i
 
 
 # One batch in flight at a time, so results land batch by batch and a kill falls mid-run.
-SLOW_TRICKLE = ("processor.batch_size=4", "processor.max_concurrent_batches=1", "prompt.max_tokens=48")
+SLOW_TRICKLE = ("processor.batch_size=4", "processor.rows_per_file=4", "processor.max_concurrent_batches=1", "prompt.max_tokens=48")
 
 
 def engine_processes(since: float):
