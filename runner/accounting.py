@@ -12,11 +12,10 @@ import io
 import json
 import logging
 import posixpath
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Set
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from runner import faults, result_files
 from runner.results import ERROR_COLUMN
@@ -30,17 +29,24 @@ FAILED_DIR = FAILED
 
 @dataclass
 class RowCounts:
-    rows_in: int
-    rows_ok: int
+    rows_in: int  # input rows
+    rows_ok: int  # result rows: one per input row, or one per sample with prompt.n > 1
     rows_failed: int
     duplicate_rows: int
+    samples_per_row: int = 1
 
     @property
     def balanced(self) -> bool:
-        return self.rows_in == self.rows_ok + self.rows_failed and self.duplicate_rows == 0
+        return self.rows_in * self.samples_per_row == self.rows_ok + self.rows_failed and self.duplicate_rows == 0
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        if self.samples_per_row == 1:
+            return {"rows_in": self.rows_in, "rows_ok": self.rows_ok, "rows_failed": self.rows_failed, "duplicate_rows": self.duplicate_rows}
+        # Inputs and samples counted apart, so that nobody reads 96 samples as 96 rows.
+        return {
+            "rows_in": self.rows_in, "samples_per_row": self.samples_per_row, "samples_in": self.rows_in * self.samples_per_row,
+            "samples_ok": self.rows_ok, "samples_failed": self.rows_failed, "duplicate_samples": self.duplicate_rows,
+        }
 
 
 def _serialize(table: pa.Table, as_json: bool) -> bytes:
@@ -58,27 +64,35 @@ def _failed_name(relative: str) -> str:
     return f"{stem}.jsonl"
 
 
-def settle(run: Location, id_column: str, rows_in: int) -> RowCounts:
-    """Move failed rows from results/ to failed/, drop rows a retried write repeated, count."""
+def settle(run: Location, id_column: str, rows_in: int, samples_per_row: int = 1) -> RowCounts:
+    """Move failed rows from results/ to failed/, drop rows a retried write repeated, count.
+
+    Rows are told apart by their key: the id, and the sample index where prompt.n > 1.
+    """
     results, failed = run.child(RESULTS), run.child(FAILED)
     seen: Set[str] = set()
     rows_ok = rows_failed = duplicates = 0
     # failed/ first: a row moved there by an earlier, killed pass is already accounted for.
     for entry in failed.list_files():
-        ids = result_files.read_column(failed.fs, entry.path, id_column)
-        new = set(ids) - seen
-        duplicates += len(ids) - len(new)
+        keys = result_files.read_keys(failed.fs, entry.path, id_column)
+        new = set(keys) - seen
+        duplicates += len(keys) - len(new)
         seen.update(new)
         rows_failed += len(new)
     for entry in results.list_files():
         table = result_files.read_table(results.fs, entry.path)
-        ids = table[id_column].cast(pa.string())
-        keep = pc.invert(pc.is_in(ids, value_set=pa.array(sorted(seen), type=pa.string())))
+        keys = result_files.row_keys(table, id_column)
         if ERROR_COLUMN in table.column_names:
-            is_failed = pc.not_equal(pc.fill_null(table[ERROR_COLUMN], ""), "")
+            errors = table[ERROR_COLUMN].to_pylist()
         else:
-            is_failed = pa.array([False] * table.num_rows)
-        newly_failed = table.filter(pc.and_(keep, is_failed))
+            errors = [None] * table.num_rows
+        keep_failed, keep_ok, first_here = [], [], set()
+        for row_key, error in zip(keys, errors):
+            fresh = row_key not in seen and row_key not in first_here
+            first_here.add(row_key)
+            keep_failed.append(fresh and bool(error))
+            keep_ok.append(fresh and not error)
+        newly_failed = table.filter(pa.array(keep_failed, type=pa.bool_()))
         if newly_failed.num_rows:
             # Failed rows first: if the run dies between the two writes, the next pass finds
             # them in failed/ and drops them from results/.
@@ -86,12 +100,7 @@ def settle(run: Location, id_column: str, rows_in: int) -> RowCounts:
             failed.child(_failed_name(entry.relative)).write_bytes(_serialize(newly_failed.select(ordered), True))
             faults.reached("failed_rows_moved")
             rows_failed += newly_failed.num_rows
-            seen.update(newly_failed[id_column].cast(pa.string()).to_pylist())
-        ok = table.filter(pc.and_(keep, pc.invert(is_failed)))
-        repeated = ok.num_rows - pc.count_distinct(ok[id_column]).as_py() if ok.num_rows else 0
-        if repeated:
-            first = _first_occurrence(ok[id_column].cast(pa.string()).to_pylist())
-            ok = ok.filter(pa.array(first))
+        ok = table.filter(pa.array(keep_ok, type=pa.bool_()))
         if ok.num_rows != table.num_rows:
             dropped = table.num_rows - ok.num_rows - newly_failed.num_rows
             if dropped:
@@ -101,14 +110,6 @@ def settle(run: Location, id_column: str, rows_in: int) -> RowCounts:
                 target.write_bytes(_serialize(ok, result_files.is_json(entry.path)))
             else:
                 target.delete()  # every row of it is in failed/ now
-        seen.update(ok[id_column].cast(pa.string()).to_pylist())
+        seen.update(k for k, kept_f, kept_o in zip(keys, keep_failed, keep_ok) if kept_f or kept_o)
         rows_ok += ok.num_rows
-    return RowCounts(rows_in=rows_in, rows_ok=rows_ok, rows_failed=rows_failed, duplicate_rows=duplicates)
-
-
-def _first_occurrence(ids):
-    seen, keep = set(), []
-    for value in ids:
-        keep.append(value not in seen)
-        seen.add(value)
-    return keep
+    return RowCounts(rows_in=rows_in, rows_ok=rows_ok, rows_failed=rows_failed, duplicate_rows=duplicates, samples_per_row=samples_per_row)

@@ -18,7 +18,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from runner import (
-    accounting, faults, metrics, models, pipeline, preflight, prompt, readers, redaction, run_state, schema, storage, sysmon, tracking,
+    accounting, faults, metrics, models, pipeline, preflight, prompt, readers, redaction, run_state, samples, schema, storage, sysmon, tracking,
 )
 from runner.storage import Location
 
@@ -37,6 +37,7 @@ class RunOutcome:
     mlflow_run_id: Optional[str] = None
     tracking_error: Optional[str] = None
     already_finished: bool = False
+    counts: Dict[str, int] = field(default_factory=dict)
 
     @property
     def run_dir(self) -> Location:
@@ -100,7 +101,7 @@ def run(
         _track(config, location, outputs_root, parent_run_id, tags, tracking_problem, outcome)
     if not balanced:
         raise RunIncomplete(
-            f"row accounting does not balance: {json.dumps({k: int(outcome.metrics.get(k, 0)) for k in ('rows_in', 'rows_ok', 'rows_failed', 'duplicate_rows')})}. "
+            f"row accounting does not balance: {json.dumps(outcome.counts)}. "
             f"Finish it with: {resume_command(location)}"
         )
     return outcome
@@ -166,22 +167,24 @@ def _locate_and_check_lengths(config: Dict[str, Any], reader, problems) -> model
 def _execute(config, model: models.ModelLocation, location: Location, reader, scan, manifest, outcome: RunOutcome) -> bool:
     """Run the rows not yet done, account for every row, write the figures, seal the run."""
     id_column = manifest.id_column
-    done = run_state.finished_ids(location, id_column)
-    to_run = sum(1 for chunk in scan.chunks for row_id in chunk.ids if row_id not in done)
-    if done:
-        log.info("resuming %s: %d row(s) done, %d to run", location, len(done), to_run)
+    n = int(config["prompt"]["n"])
+    done_keys = run_state.finished_ids(location, id_column)
+    done, partly_done = samples.split_done(done_keys, n)
+    to_run = sum(n - len(partly_done.get(row_id, ())) for chunk in scan.chunks for row_id in chunk.ids if row_id not in done)
+    if done_keys:
+        log.info("resuming %s: %d result row(s) done, %d to run", location, len(done_keys), to_run)
     if to_run:
         attempt = {"started_at": time.time(), "rows_to_run": to_run}
         manifest.attempts.append(attempt)
         run_state.save(location, manifest)
         with sysmon.SystemMonitor() as monitor:
-            finished = pipeline.run(config, model, location, reader, scan, done)
+            finished = pipeline.run(config, model, location, reader, scan, done, partly_done)
         attempt.update(started_at=finished.started_at, finished_at=finished.finished_at)
         run_state.save(location, manifest)
         location.child(tracking.SYSTEM_CSV).write_text(monitor.csv_text())
         faults.reached("pipeline_done")
         outcome.metrics.update(monitor.summary())
-    counts = accounting.settle(location, id_column, scan.rows)
+    counts = accounting.settle(location, id_column, scan.rows, n)
     faults.reached("settled")
     measured = [a for a in manifest.attempts if a.get("finished_at")]
     if measured:
@@ -189,7 +192,8 @@ def _execute(config, model: models.ModelLocation, location: Location, reader, sc
         outcome.metrics.update(
             metrics.compute(location.child(run_state.RESULTS), last["started_at"], last["finished_at"], config["hw"], int(config["processor"]["concurrency"]))
         )
-    outcome.metrics.update(counts.as_dict(), attempts=len(manifest.attempts))
+    outcome.counts = counts.as_dict()
+    outcome.metrics.update(outcome.counts, attempts=len(manifest.attempts))
     if counts.rows_failed and counts.balanced:
         log.warning("%d row(s) failed; they are in %s with their reasons", counts.rows_failed, location.child(run_state.FAILED))
     summary = {

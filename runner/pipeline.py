@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
-from runner import faults, outputs, prompt, readers, redaction, results, run_state, structured
+from runner import faults, outputs, prompt, readers, redaction, results, run_state, samples, structured
 from runner.models import ModelLocation
 from runner.storage import Location
 
@@ -91,6 +91,14 @@ def _placeholder_request(prompt_cfg: Dict[str, Any]) -> Dict[str, Any]:
 
 
 def _preprocess(row: Dict[str, Any], prompt_cfg: Dict[str, Any], columns: Dict[str, str], id_column: str, fail_fast: bool) -> Dict[str, Any]:
+    request = _request_row(row, prompt_cfg, columns, id_column, fail_fast)
+    if samples.SAMPLE_COLUMN in row:
+        # Every row of a sampled run carries a seed (rows share one Arrow schema per block).
+        request["sampling_params"] = {**request["sampling_params"], "seed": int(row[samples.SAMPLE_COLUMN])}
+    return request
+
+
+def _request_row(row: Dict[str, Any], prompt_cfg: Dict[str, Any], columns: Dict[str, str], id_column: str, fail_fast: bool) -> Dict[str, Any]:
     unreadable = row.get(readers.INPUT_ERROR_COLUMN)
     if unreadable:
         # A line the reader could not turn into a row (bad JSON, bad bytes): the scan already
@@ -226,8 +234,9 @@ def stop_ray(grace_s: float = 15.0) -> List[int]:
     return [p.pid for p in alive]
 
 
-def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader, scan, done_ids) -> PipelineRun:
-    """Run every input row not in done_ids and write the results under `location`.
+def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader, scan, done_ids, partly_done=None) -> PipelineRun:
+    """Run every input row not in done_ids (with prompt.n samples: each sample not in
+    partly_done's {id: sample indexes}) and write the results under `location`.
 
     Which rows are done is read from the results themselves (runner.run_state), so no Ray
     Data checkpoint is kept: a checkpoint written after the results could lag them, and
@@ -243,6 +252,11 @@ def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader
         faults.reached("ray_started")
         dataset = reader.ray_dataset(scan, done_ids, num_cpus=float(cfg["processor"]["light_stage_num_cpus"]))
         original_columns = [name for name in scan.schema.names if name != readers.INPUT_ERROR_COLUMN]
+        n = int(cfg["prompt"]["n"])
+        if n > 1:
+            expand = functools.partial(samples.expand, n=n, id_column=scan.id_column, partial=partly_done or {})
+            dataset = dataset.flat_map(expand, num_cpus=float(cfg["processor"]["light_stage_num_cpus"]))
+            original_columns.append(samples.SAMPLE_COLUMN)
         processor = build_processor(cfg, model, env, original_columns)
         out = processor(dataset)
         results = location.child(run_state.RESULTS)

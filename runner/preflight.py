@@ -162,6 +162,7 @@ SETTING_RANGES = [
     ("engine.seed", lambda value: 0 <= value < 2**32, "in 0 .. 4294967295"),
     ("dataset.limit", _at_least(1), "at least 1"),
     ("prompt.max_tokens", _at_least(1), "at least 1"),
+    ("prompt.n", _at_least(1), "at least 1"),
     ("prompt.temperature", _at_least(0), "at least 0 (0 is greedy)"),
     ("prompt.top_p", _fraction, "a fraction in (0, 1]"),
     ("hw.gpus_per_replica", _at_least(0), "at least 0 (0 runs the engine on CPUs)"),

@@ -30,7 +30,9 @@ def read_table(fs, path: str, columns: List[str] = None) -> pa.Table:
     import pyarrow.parquet as pq
 
     with fs.open_input_file(path) as handle:
-        return pq.read_table(handle, columns=columns)
+        parquet = pq.ParquetFile(handle)
+        present = parquet.schema_arrow.names
+        return parquet.read(columns=[c for c in columns if c in present] if columns else None)
 
 
 def read_column(fs, path: str, column: str) -> List[str]:
@@ -38,6 +40,22 @@ def read_column(fs, path: str, column: str) -> List[str]:
     if column not in table.column_names:
         raise KeyError(f"{path} has no column {column!r}")
     return [str(v) for v in table[column].to_pylist()]
+
+
+def row_keys(table: pa.Table, id_column: str) -> List[str]:
+    """What a run accounts each result row by: its id, and its sample index where it has one."""
+    from runner import samples
+
+    if id_column not in table.column_names:
+        raise KeyError(f"no column {id_column!r}")
+    indexes = table[samples.SAMPLE_COLUMN].to_pylist() if samples.SAMPLE_COLUMN in table.column_names else None
+    return samples.keys(table[id_column].to_pylist(), indexes)
+
+
+def read_keys(fs, path: str, id_column: str) -> List[str]:
+    from runner import samples
+
+    return row_keys(read_table(fs, path, [id_column, samples.SAMPLE_COLUMN]), id_column)
 
 
 def open_dataset(folder, fmt: str = None):

@@ -54,7 +54,8 @@ def main() -> None:
         sys.exit(1)
     counts = outcome.metrics
     verb = "was already finished" if outcome.already_finished else "resumed"
-    print(f"{location} {verb}: {int(counts.get('rows_ok', 0))} rows ok, {int(counts.get('rows_failed', 0))} failed")
+    unit = "samples" if "samples_ok" in counts else "rows"
+    print(f"{location} {verb}: {int(counts.get(unit + '_ok', 0))} {unit} ok, {int(counts.get(unit + '_failed', 0))} failed")
 
 
 if __name__ == "__main__":

@@ -169,7 +169,8 @@ def check_resumable(manifest: Manifest, config: Mapping[str, Any], input_fp: Map
 
 
 def finished_ids(run: Location, id_column: str) -> Set[str]:
-    """Ids of every row in a readable results/ or failed/ file: the rows a resume must skip.
+    """Keys (ids, or id and sample index) of every row in a readable results/ or failed/
+    file: the rows a resume must skip.
 
     A file a killed writer left half-written cannot be read, and none of its rows count as
     done; it is moved to results/_unreadable/ (never deleted), and its rows run again.
@@ -178,7 +179,7 @@ def finished_ids(run: Location, id_column: str) -> Set[str]:
     for folder in (run.child(RESULTS), run.child(FAILED)):
         for entry in folder.list_files():
             try:
-                ids = result_files.read_column(folder.fs, entry.path, id_column)
+                ids = result_files.read_keys(folder.fs, entry.path, id_column)
             except Exception as error:  # noqa: BLE001 - unreadable in any way means not done
                 quarantine(folder, entry.relative, error)
                 continue

@@ -91,6 +91,8 @@ class PromptConfig:
     temperature: float = 0.3
     top_p: float = 1.0
     max_tokens: int = 150
+    # Samples per input row: each is its own result row (`sample_index` 0..n-1, seeded by it).
+    n: int = 1
     ignore_eos: bool = False
     # Structured output, one or the other: a JSON schema (inline mapping, or the path of a
     # .json file) or a list of labels. The engine's decoding is held to it; each top-level

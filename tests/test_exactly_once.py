@@ -19,7 +19,7 @@ from pathlib import Path
 import pyarrow.fs as pafs
 import pytest
 
-from runner import result_files, storage
+from runner import result_files, samples, storage
 from tests.e2e_helpers import ROOT, SAMPLE_NEWS
 
 # Results land two rows to a file, one batch in flight, so kills fall between writes.
@@ -56,17 +56,18 @@ def launch(cwd: Path, args, kill_at, env) -> subprocess.CompletedProcess:
 
 
 def ids_in(folder: storage.Location):
+    """Each row's key: its id, and its sample index in a run with prompt.n > 1."""
     ids = []
     for entry in folder.list_files():
-        ids += result_files.read_column(folder.fs, entry.path, "id")
+        ids += result_files.read_keys(folder.fs, entry.path, "id")
     return ids
 
 
 def ok_ids(run: storage.Location):
     ids = []
     for entry in run.child("results").list_files():
-        table = result_files.read_table(run.fs, entry.path, ["id", "error"])
-        ids += [r["id"] for r in table.to_pylist() if not r["error"]]
+        table = result_files.read_table(run.fs, entry.path)
+        ids += [k for k, error in zip(result_files.row_keys(table, "id"), table["error"].to_pylist()) if not error]
     return ids
 
 
@@ -82,12 +83,12 @@ STEPS = [
 ]
 
 
-def kill_and_resume_everywhere(cwd: Path, run_uri: str, data_uri: str, env: dict, steps=STEPS):
+def kill_and_resume_everywhere(cwd: Path, run_uri: str, data_uri: str, env: dict, steps=STEPS, overrides=()):
     run = storage.resolve(run_uri)
     outputs = []
     for kill_at, action in steps:
         if action == "run":
-            args = ["runner", *TRICKLE, "dataset=jsonl", f"dataset.path={data_uri}", "hydra.run.dir=outputs/runs/k"]
+            args = ["runner", *TRICKLE, *overrides, "dataset=jsonl", f"dataset.path={data_uri}", "hydra.run.dir=outputs/runs/k"]
             if run_uri.startswith("s3://"):
                 args.append(f"output.uri={run_uri.rsplit('/runs/k', 1)[0]}")
         else:
@@ -105,20 +106,22 @@ def kill_and_resume_everywhere(cwd: Path, run_uri: str, data_uri: str, env: dict
     return run, outputs
 
 
-def assert_exactly_once(run: storage.Location, expected_ids):
+def assert_exactly_once(run: storage.Location, expected_ids, n=1):
     ok, failed = ok_ids(run), ids_in(run.child("failed"))
     counts = Counter(ok + failed)
-    assert sorted(counts) == sorted(expected_ids) and max(counts.values()) == 1, counts
-    assert len(ok) == GOOD_ROWS
+    expected_keys = [samples.key(i, k) for i in expected_ids for k in range(n)] if n > 1 else expected_ids
+    assert sorted(counts) == sorted(expected_keys) and max(counts.values()) == 1, counts
+    assert len(ok) == GOOD_ROWS * n
     reasons = {}
     for entry in run.child("failed").list_files():
         for row in result_files.read_table(run.fs, entry.path, ["id", "error"]).to_pylist():
             reasons[row["id"]] = row["error"]
     assert all(reasons.values()), reasons
     manifest = json.loads(run.child("manifest.json").read_text())
-    assert manifest["status"] == "finished" and manifest["counts"]["rows_ok"] == GOOD_ROWS
     metrics = json.loads(run.child("metrics.json").read_text())["metrics"]
-    assert (metrics["rows_in"], metrics["rows_ok"], metrics["rows_failed"], metrics["duplicate_rows"]) == (15, 10, 5, 0)
+    unit = "samples" if n > 1 else "rows"
+    assert manifest["status"] == "finished" and manifest["counts"][f"{unit}_ok"] == GOOD_ROWS * n
+    assert (metrics["rows_in"], metrics[f"{unit}_ok"], metrics[f"{unit}_failed"]) == (15, 10 * n, 5 * n)
 
 
 def assert_resuming_a_finished_run_adds_nothing(cwd, run, env):
@@ -156,7 +159,7 @@ def ray_session_logs(since: float):
 
 
 @pytest.mark.slow
-def test_killed_mid_run_on_s3_each_row_once(tmp_path, s3, monkeypatch):
+def test_killed_mid_run_on_s3_each_row_and_sample_once(tmp_path, s3, monkeypatch):
     started = time.time()
     env = {**s3.env, "AWS_SECRET_ACCESS_KEY": PLANTED_AWS_SECRET}  # moto takes any key; this one must leak nowhere
     for key, value in env.items():  # this process reads the bucket too
@@ -169,9 +172,17 @@ def test_killed_mid_run_on_s3_each_row_once(tmp_path, s3, monkeypatch):
             stream.write(text.encode())
 
     expected = write_input(upload)
+    # Two samples per row here, so each (id, sample) pair must come out once as well.
     steps = [("manifest_written", "run"), ("results_written:2", "resume"), ("pipeline_done", "resume"), (None, "resume")]
-    run, outputs = kill_and_resume_everywhere(tmp_path, f"s3://{bucket}/runs/runs/k", f"s3://{bucket}/input/input.jsonl", env, steps)
-    assert_exactly_once(run, expected)
+    run, outputs = kill_and_resume_everywhere(
+        tmp_path, f"s3://{bucket}/runs/runs/k", f"s3://{bucket}/input/input.jsonl", env, steps, overrides=("prompt.n=2",)
+    )
+    assert_exactly_once(run, expected, n=2)
+    texts = {}
+    for entry in run.child("results").list_files():
+        for row in result_files.read_table(run.fs, entry.path, ["id", "sample_index", "generated_text"]).to_pylist():
+            texts.setdefault(row["id"], set()).add(row["generated_text"])
+    assert sum(len(t) == 2 for t in texts.values()) >= GOOD_ROWS // 2  # two seeds, mostly two different texts
     assert_resuming_a_finished_run_adds_nothing(tmp_path, run, env)
     # Nothing of the run was written to the driver's disk but Hydra's own log folder.
     local = tmp_path / "outputs/runs/k"
