@@ -126,3 +126,23 @@ def test_settle_on_s3(s3, monkeypatch):
     counts = accounting.settle(where, "id", rows_in=3)
     assert (counts.rows_ok, counts.rows_failed, counts.balanced) == (2, 1, True)
     assert run_state.finished_ids(where, "id") == {"a", "b", "x"}
+
+
+def test_checks_name_a_bucket_that_cannot_be_read_or_written_before_anything_starts(s3, monkeypatch):
+    from omegaconf import OmegaConf
+
+    from runner import preflight
+    from tests.conftest import compose_config
+
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    config = OmegaConf.to_container(compose_config("dataset=jsonl", "dataset.path=s3://no-such-input/articles.jsonl"), resolve=True)
+    with pytest.raises(preflight.PreflightError) as refused:
+        preflight.run_checks(config, storage.resolve("s3://no-such-output/runs/r1"))
+    problems = refused.value.problems
+    assert any(p.startswith("output.uri: s3://no-such-output/runs/r1 is not writable") and "Fix:" in p for p in problems), problems
+    assert any("dataset.path='s3://no-such-input/articles.jsonl'" in p and "Fix:" in p for p in problems), problems
+    # A bucket that exists passes, and the probe leaves nothing behind.
+    bucket = s3.create_bucket("probe-ok")
+    assert preflight.check_run_location(storage.resolve(f"{bucket}/runs/r1"), resume=False) == []
+    assert s3.client().list_objects_v2(Bucket="probe-ok").get("KeyCount") == 0
