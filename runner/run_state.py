@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Set
 
 from runner import result_files
+from runner.tracking import flatten
 from runner.storage import Location
 
 log = logging.getLogger(__name__)
@@ -95,17 +96,6 @@ def load(run: Location) -> Optional[Manifest]:
 def save(run: Location, manifest: Manifest) -> None:
     manifest.updated_at = time.time()
     run.child(MANIFEST).write_text(manifest.to_json())
-
-
-def flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
-    flat: Dict[str, Any] = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping) and value:
-            flat.update(flatten(value, name + "."))
-        else:
-            flat[name] = value
-    return flat
 
 
 def config_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> List[str]:

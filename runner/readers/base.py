@@ -509,6 +509,22 @@ def layout_schema(columns: List[Tuple[str, pa.DataType]], id_column: str) -> pa.
     return pa.schema(fields)
 
 
+def chunk_table(chunk: Chunk, layout: Layout, keep: Sequence[int], field_values) -> pa.Table:
+    """A read chunk's block: ids and input errors as the scan decided them, every other
+    column from `field_values(field)`, a list over the kept rows."""
+    from runner.readers import values
+
+    columns: Dict[str, List[Any]] = {}
+    for column in layout.schema:
+        if column.name == layout.id_column:
+            columns[column.name] = [chunk.ids[p] for p in keep]
+        elif column.name == INPUT_ERROR_COLUMN:
+            columns[column.name] = [chunk.errors.get(p, "") for p in keep]
+        else:
+            columns[column.name] = field_values(column)
+    return values.table(columns, layout.schema)
+
+
 def keep_positions(count: int, skip: Sequence[int]) -> List[int]:
     skipped = set(skip)
     return [position for position in range(count) if position not in skipped]

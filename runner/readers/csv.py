@@ -16,9 +16,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 
-from runner.readers import values
 from runner.readers.base import (
-    ABSENT, UNREADABLE, DEFAULT_ID_COLUMN, INPUT_ERROR_COLUMN, Chunk, Collector, DatasetError, Layout, Reader, Scan, keep_positions,
+    ABSENT, UNREADABLE, DEFAULT_ID_COLUMN, Chunk, Collector, DatasetError, Layout, Reader, Scan, chunk_table, keep_positions,
     layout_schema, text_problem,
 )
 
@@ -134,15 +133,7 @@ class CsvReader(Reader):
         if len(rows) < chunk.rows:
             raise OSError(f"{chunk.relative}: {len(rows)} rows where the scan found {chunk.rows}: the file changed during the run")
         keep = keep_positions(chunk.rows, skip)
-        columns: Dict[str, List[Any]] = {}
-        for field in layout.schema:
-            if field.name == layout.id_column:
-                columns[field.name] = [chunk.ids[p] for p in keep]
-            elif field.name == INPUT_ERROR_COLUMN:
-                columns[field.name] = [chunk.errors.get(p, "") for p in keep]
-            else:
-                columns[field.name] = [_value(rows[p].get(field.name)) for p in keep]
-        return values.table(columns, layout.schema)
+        return chunk_table(chunk, layout, keep, lambda field: [_value(rows[p].get(field.name)) for p in keep])
 
 
 def _value(value: Optional[str]) -> Optional[str]:

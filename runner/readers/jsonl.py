@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from runner.readers import values
 from runner.readers.base import (
-    ABSENT, CHUNK_BYTES, UNREADABLE, DEFAULT_ID_COLUMN, INPUT_ERROR_COLUMN, Chunk, Collector, DatasetError, Layout, Reader, Scan,
+    ABSENT, CHUNK_BYTES, UNREADABLE, DEFAULT_ID_COLUMN, Chunk, Collector, DatasetError, Layout, Reader, Scan, chunk_table,
     keep_positions, layout_schema, text_problem,
 )
 from runner.storage import FileEntry
@@ -160,15 +160,11 @@ class JsonlReader(Reader):
             raise OSError(f"{chunk.relative}: {len(rows)} rows at line {chunk.first} where the scan found {chunk.rows}: the file changed during the run")
         keep = keep_positions(chunk.rows, skip)
         parsed = [parse(rows[p])[0] or {} for p in keep]
-        columns = {}
         encoded = set(layout.encoded)
-        for field in layout.schema:
-            if field.name == layout.id_column:
-                columns[field.name] = [chunk.ids[p] for p in keep]
-            elif field.name == INPUT_ERROR_COLUMN:
-                columns[field.name] = [chunk.errors.get(p, "") for p in keep]
-            else:
-                convert = values.converter(field.type, field.name in encoded)
-                columns[field.name] = [convert(row.get(field.name)) for row in parsed]
-        return values.table(columns, layout.schema)
+
+        def field_values(field):
+            convert = values.converter(field.type, field.name in encoded)
+            return [convert(row.get(field.name)) for row in parsed]
+
+        return chunk_table(chunk, layout, keep, field_values)
 
