@@ -17,7 +17,8 @@ from typing import Dict, List, Optional
 import psutil
 
 FIELDS = [
-    "time_s",
+    "timestamp",  # seconds since the epoch: MLflow places the samples on the run's clock with it
+    "time_s",  # seconds since the monitor started, for reading the CSV by eye
     "system/cpu_utilization_percentage",
     "system/system_memory_usage_megabytes",
     "driver_rss_megabytes",
@@ -56,8 +57,10 @@ class SystemMonitor:
         self._thread.join(timeout=5)
 
     def _sample(self) -> Dict[str, Optional[float]]:
+        now = time.time()
         sample: Dict[str, Optional[float]] = {
-            "time_s": time.time() - self._start,
+            "timestamp": now,
+            "time_s": now - self._start,
             "system/cpu_utilization_percentage": psutil.cpu_percent(None),
             "system/system_memory_usage_megabytes": psutil.virtual_memory().used / 2**20,
             "driver_rss_megabytes": self._driver.memory_info().rss / 2**20,
@@ -90,12 +93,12 @@ class SystemMonitor:
             return [s[key] for s in self.samples if s[key] is not None]
 
         figures: Dict[str, float] = {}
-        cpu, rss, mem = values(FIELDS[1]), values(FIELDS[3]), values(FIELDS[2])
+        cpu, rss, mem = values("system/cpu_utilization_percentage"), values("driver_rss_megabytes"), values("system/system_memory_usage_megabytes")
         if cpu:
             figures["cpu_utilization_mean_pct"] = sum(cpu) / len(cpu)
             figures["system_memory_peak_mb"] = max(mem)
             figures["driver_rss_peak_mb"] = max(rss)
-        gpu, gpu_mem = values(FIELDS[4]), values(FIELDS[5])
+        gpu, gpu_mem = values("system/gpu_utilization_percentage"), values("system/gpu_memory_usage_megabytes")
         if gpu:
             figures["gpu_utilization_mean_pct"] = sum(gpu) / len(gpu)
             figures["gpu_memory_peak_mb"] = max(gpu_mem)
