@@ -213,14 +213,23 @@ def start_sweep_run(tracking: Mapping[str, Any], outputs_root: Path, sweep_id: s
     return run.info.run_id
 
 
+def sweep_status(jobs: int, failed: int) -> str:
+    return "FAILED" if jobs and failed == jobs else "FINISHED"
+
+
 def end_sweep_run(tracking: Mapping[str, Any], outputs_root: Path, run_id: str, jobs: int, failed: int) -> None:
+    """Log the job counts on the sweep's parent run and close it; the run is closed even when
+    the counts cannot be logged, so it never stays RUNNING for want of them."""
     import mlflow
+    from mlflow.entities import Metric
 
     mlflow.set_tracking_uri(resolve_uri(tracking, outputs_root))
     client = mlflow.MlflowClient()
-    client.log_metric(run_id, "jobs", jobs)
-    client.log_metric(run_id, "jobs_failed", failed)
-    client.set_terminated(run_id, "FAILED" if jobs and failed == jobs else "FINISHED")
+    now = _now_ms()
+    try:
+        client.log_batch(run_id, metrics=[Metric("jobs", jobs, now, 0), Metric("jobs_failed", failed, now, 0)])
+    finally:
+        client.set_terminated(run_id, sweep_status(jobs, failed))
 
 
 def log_failed_run(
