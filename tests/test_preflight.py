@@ -287,3 +287,34 @@ def test_a_refused_run_keeps_an_earlier_runs_config(tmp_path):
     done, output = run_cli_here(tmp_path, f"hydra.run.dir={run_dir}", "prompt.max_tokens=0")
     assert done.returncode == 2 and "prompt.max_tokens=0 is out of range" in output, output
     assert (run_dir / "config.yaml").read_text() == "model: {}\n"
+
+
+# Real `nvidia-smi --query-gpu=name` strings and the label Ray's public constants give each type.
+RAY_LABELS = [
+    ("NVIDIA H100 80GB HBM3", "NVIDIA_H100"),
+    ("NVIDIA H200", None),  # Ray has no constant for it yet; "H200" is the label its nodes carry
+    ("NVIDIA L4", "NVIDIA_L4"),
+    ("NVIDIA A10G", "NVIDIA_TESLA_A10G"),
+    ("NVIDIA A100-SXM4-80GB", "NVIDIA_A100"),
+]
+EXPECTED_LABELS = {"NVIDIA H100 80GB HBM3": "H100", "NVIDIA H200": "H200", "NVIDIA L4": "L4", "NVIDIA A10G": "A10G", "NVIDIA A100-SXM4-80GB": "A100"}
+
+
+@pytest.mark.parametrize("gpu_name,constant", RAY_LABELS, ids=[n for n, _ in RAY_LABELS])
+def test_rays_private_gpu_naming_is_pinned(gpu_name, constant):
+    # preflight reads Ray's private NvidiaGPUAcceleratorManager._gpu_name_to_accelerator_type;
+    # a Ray that drops or changes it turns the GPU-type check off silently, so fail here
+    # instead: check ray_accelerator_type against this installed Ray before upgrading the pin.
+    import ray.util.accelerators as public
+
+    label = preflight.ray_accelerator_type(gpu_name)
+    assert label == EXPECTED_LABELS[gpu_name], f"Ray {__import__('ray').__version__} names {gpu_name!r} {label!r}"
+    if constant:
+        assert label == getattr(public, constant)
+
+
+def test_every_gpu_profile_names_a_type_ray_gives_its_cards():
+    labels = set(EXPECTED_LABELS.values())
+    for path in sorted((ROOT / "conf" / "hw").glob("*.yaml")):
+        wanted = OmegaConf.load(path).get("accelerator_type")
+        assert wanted is None or wanted in labels, f"{path.name}: accelerator_type={wanted} is no label Ray gives a GPU"
