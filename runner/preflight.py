@@ -26,11 +26,20 @@ def local_gpu_names() -> List[str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return []
-    by_index = {row[0]: row[1] for row in gpus.query("index,name") if len(row) == 2 and row[0].isdigit()}
+    rows = [row for row in gpus.query("index,name,uuid") if len(row) == 3 and row[0].isdigit()]
     wanted = [i.strip() for i in (visible or "").split(",") if i.strip()]
-    if wanted and all(i in by_index for i in wanted):
-        return [by_index[i] for i in wanted]
-    return list(by_index.values())
+    if not wanted or any(i.startswith("MIG-") for i in wanted):
+        # A MIG slice is no row of --query-gpu: its type cannot be told here, so every GPU counts.
+        return [name for _, name, _ in rows]
+    names = []
+    for entry in wanted:
+        # As CUDA reads the list: an index, or a GPU's UUID or a unique prefix of it (schedulers
+        # set UUIDs); the first entry that names no GPU ends the list.
+        found = [name for index, name, uuid in rows if entry == index or (entry.startswith("GPU-") and uuid.startswith(entry))]
+        if len(found) != 1:
+            break
+        names.append(found[0])
+    return names
 
 
 def ray_accelerator_type(gpu_name: str) -> Optional[str]:
