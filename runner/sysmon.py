@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import threading
 import time
 from typing import Dict, List, Optional
 
 import psutil
+
+log = logging.getLogger(__name__)
 
 FIELDS = [
     "timestamp",  # seconds since the epoch: MLflow places the samples on the run's clock with it
@@ -46,6 +49,7 @@ class SystemMonitor:
         self._driver = psutil.Process(os.getpid())
         self._nvml, self._gpus = _gpu_handles()
         self._start = time.time()
+        self._gpu_error_logged = False
 
     def __enter__(self) -> "SystemMonitor":
         psutil.cpu_percent(None)  # the first reading only sets the baseline
@@ -68,11 +72,22 @@ class SystemMonitor:
             "system/gpu_memory_usage_megabytes": None,
         }
         if self._gpus:
-            utils = [self._nvml.nvmlDeviceGetUtilizationRates(h).gpu for h in self._gpus]
-            used = [self._nvml.nvmlDeviceGetMemoryInfo(h).used for h in self._gpus]
-            sample["system/gpu_utilization_percentage"] = sum(utils) / len(utils)
-            sample["system/gpu_memory_usage_megabytes"] = sum(used) / 2**20
+            try:
+                utils = [self._nvml.nvmlDeviceGetUtilizationRates(h).gpu for h in self._gpus]
+                used = [self._nvml.nvmlDeviceGetMemoryInfo(h).used for h in self._gpus]
+            except Exception as error:  # noqa: BLE001 - any NVML error: a GPU lost, a driver reset
+                self._gpu_failed(error)
+            else:
+                sample["system/gpu_utilization_percentage"] = sum(utils) / len(utils)
+                sample["system/gpu_memory_usage_megabytes"] = sum(used) / 2**20
         return sample
+
+    def _gpu_failed(self, error: Exception) -> None:
+        # Once: it may repeat every second for the rest of the run. GPU queries go on, in case
+        # the error passes.
+        if not self._gpu_error_logged:
+            self._gpu_error_logged = True
+            log.warning("system metrics: the GPUs cannot be read (%s: %s); CPU and memory are still sampled", type(error).__name__, error)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):

@@ -111,3 +111,27 @@ def test_the_monitor_records_epoch_time_in_order():
     assert len(stamps) >= 3 and stamps == sorted(stamps)
     assert before <= stamps[0] and stamps[-1] <= after
     assert monitor.csv_text().splitlines()[0].startswith("timestamp,time_s,")
+
+
+class LostGpu:
+    """pynvml on a GPU that fell off the bus mid-run: every query raises."""
+
+    class NVMLError(Exception):
+        pass
+
+    def nvmlDeviceGetUtilizationRates(self, handle):
+        raise self.NVMLError("GPU is lost")
+
+    nvmlDeviceGetMemoryInfo = nvmlDeviceGetUtilizationRates
+
+
+def test_an_nvml_error_is_logged_once_and_cpu_sampling_goes_on(caplog):
+    # Seen: the first NVML error ended the sampling thread, and the run had no system metrics after it.
+    monitor = sysmon.SystemMonitor(interval_s=0.05)
+    monitor._nvml, monitor._gpus = LostGpu(), ["handle"]
+    with caplog.at_level("WARNING", logger="runner.sysmon"), monitor:
+        time.sleep(0.5)
+    assert len(monitor.samples) >= 3
+    assert all(s["system/cpu_utilization_percentage"] is not None and s["system/gpu_utilization_percentage"] is None for s in monitor.samples)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "runner.sysmon"]
+    assert len(warnings) == 1 and "GPU is lost" in warnings[0]
