@@ -18,7 +18,7 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from runner import (
-    accounting, faults, metrics, models, pipeline, preflight, prompt, readers, redaction, run_state, schema, storage, sysmon, tracking,
+    accounting, faults, metrics, models, pipeline, plan, preflight, prompt, readers, redaction, run_state, schema, storage, sysmon, tracking,
 )
 from runner.storage import Location
 
@@ -82,9 +82,10 @@ def run(
     reader = preflight.run_checks(config, location, resume)
     scan = _scan_input(config, reader)
     tracking_problem = tracking.probe(config["tracking"], outputs_root) if config["tracking"]["enabled"] else None
-    model = _locate_and_check_lengths(config, reader)
+    model, lengths = _locate_and_check_lengths(config, reader)
     if config["dry_run"]:
-        log.info("dry run: config, model and data checked (%d input rows); nothing written", scan.rows)
+        uri = tracking.resolve_uri(config["tracking"], outputs_root) if config["tracking"]["enabled"] else None
+        print(plan.describe(config, model, scan, lengths, location, uri), flush=True)
         return RunOutcome(location=location)
     manifest = _open_run_state(config, location, reader, scan, resume, force)
     outcome = RunOutcome(location=location, results_dir=location.child(run_state.RESULTS))
@@ -150,15 +151,16 @@ def _open_run_state(config, location: Location, reader, scan, resume: bool, forc
     return manifest
 
 
-def _locate_and_check_lengths(config: Dict[str, Any], reader) -> models.ModelLocation:
+def _locate_and_check_lengths(config: Dict[str, Any], reader):
     location = models.locate(config["model"])
     log.info("model %s loads from %s %s", config["model"]["name"], location.source, location.note)
-    too_long = preflight.check_prompt_lengths(config, location.source, reader.head(int(config["errors"]["length_check_rows"])))
+    lengths = preflight.measure_prompt_lengths(config, location.source, reader.head(int(config["errors"]["length_check_rows"])))
+    too_long = lengths.problem if lengths else None
     if too_long and config["errors"]["on_row_error"] == "fail":
         raise preflight.PreflightError([too_long])
     if too_long:
         log.warning("%s", too_long)
-    return location
+    return location, lengths
 
 
 def _execute(config, model: models.ModelLocation, location: Location, reader, scan, manifest, outcome: RunOutcome) -> bool:

@@ -332,26 +332,46 @@ def _byte_bound(rows, prompt_cfg: Mapping[str, Any], columns: Mapping[str, str])
     return longest + CHAT_TEMPLATE_MARGIN_TOKENS
 
 
+@dataclasses.dataclass
+class PromptLengths:
+    """What the length check found over the first rows: exact token counts where it had to
+    tokenize, else only the byte bound (an upper bound on any of those prompts)."""
+
+    rows: int
+    longest: int
+    shortest: Optional[int] = None  # tokenized only
+    tokenized: bool = False
+    problem: Optional[str] = None
+
+
 def check_prompt_lengths(cfg: Mapping[str, Any], tokenizer_source: str, rows: List[dict]) -> Optional[str]:
     """Tokenize the first rows' prompts as the engine will see them; describe any that cannot fit.
 
     Returns None when all fit or when no tokenizer is available offline.
     """
+    lengths = measure_prompt_lengths(cfg, tokenizer_source, rows)
+    return lengths.problem if lengths else None
+
+
+def measure_prompt_lengths(cfg: Mapping[str, Any], tokenizer_source: str, rows: List[dict]) -> Optional[PromptLengths]:
+    """The first rows' prompt lengths; None for no rows. A tokenizer is loaded only when the
+    byte bound says a prompt might not fit."""
     if not rows:
         return None
     prompt_cfg = cfg["prompt"]
     columns = prompt.column_map(prompt_cfg)
     max_model_len = cfg["engine"]["max_model_len"] or cfg["model"]["context_length"]
     max_tokens = int(prompt_cfg["max_tokens"])
-    if _byte_bound(rows, prompt_cfg, columns) + max_tokens <= max_model_len:
-        return None
+    bound = _byte_bound(rows, prompt_cfg, columns)
+    if bound + max_tokens <= max_model_len:
+        return PromptLengths(rows=len(rows), longest=bound)
     try:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, local_files_only=True)
     except Exception:  # noqa: BLE001 - the engine will load it; this check is best effort
-        return None
-    over, longest = 0, 0
+        return PromptLengths(rows=len(rows), longest=bound)
+    over, longest, shortest = 0, 0, None
     for row in rows:
         try:
             request = prompt.build_request(row, prompt_cfg, columns)
@@ -364,10 +384,12 @@ def check_prompt_lengths(cfg: Mapping[str, Any], tokenizer_source: str, rows: Li
         else:
             ids = tokenizer(request["prompt"])["input_ids"]
         longest = max(longest, len(ids))
+        shortest = len(ids) if shortest is None else min(shortest, len(ids))
         over += len(ids) + max_tokens > max_model_len
-    if not over:
-        return None
-    return _length_problem(over, len(rows), longest, max_tokens, max_model_len, int(cfg["model"]["context_length"]))
+    found = PromptLengths(rows=len(rows), longest=longest, shortest=shortest, tokenized=True)
+    if over:
+        found.problem = _length_problem(over, len(rows), longest, max_tokens, max_model_len, int(cfg["model"]["context_length"]))
+    return found
 
 
 def _length_problem(over: int, checked: int, longest: int, max_tokens: int, max_model_len: int, context: int) -> str:
