@@ -238,8 +238,10 @@ def log_failed_run(
     error: str,
     parent_run_id: Optional[str] = None,
     tags: Optional[Mapping[str, str]] = None,
+    started_at: Optional[float] = None,
 ) -> str:
-    """Record a job that did not finish: its config, the error, status FAILED."""
+    """Record a job that did not finish: its config, the error, status FAILED, from when the
+    job started (epoch seconds; default now) to now."""
     import mlflow
 
     exp_id = open_store(config["tracking"], outputs_root)
@@ -247,7 +249,8 @@ def log_failed_run(
     all_tags = {"runner.status": "failed", "runner.error": redaction.mask_text(error)[:5000], **(tags or {})}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(exp_id, run_name=f"{config['model']['name']}-{config['hw']['name']}-failed", tags=all_tags)
+    start_ms = int(started_at * 1000) if started_at is not None else None
+    run = client.create_run(exp_id, start_time=start_ms, run_name=f"{config['model']['name']}-{config['hw']['name']}-failed", tags=all_tags)
     params = _params(config)
     items = list(params.items())
     for start in range(0, len(items), 100):

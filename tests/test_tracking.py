@@ -135,3 +135,12 @@ def test_an_nvml_error_is_logged_once_and_cpu_sampling_goes_on(caplog):
     assert all(s["system/cpu_utilization_percentage"] is not None and s["system/gpu_utilization_percentage"] is None for s in monitor.samples)
     warnings = [r.getMessage() for r in caplog.records if r.name == "runner.sysmon"]
     assert len(warnings) == 1 and "GPU is lost" in warnings[0]
+
+
+def test_a_failed_job_is_logged_from_when_it_started(tmp_path):
+    config = OmegaConf.to_container(compose_config(f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"), resolve=True)
+    started = time.time() - 42.0
+    run_id = tracking.log_failed_run(config, tmp_path / "outputs", "RuntimeError: engine died", started_at=started)
+    run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(run_id)
+    assert run.info.status == "FAILED" and run.info.start_time == int(started * 1000)
+    assert run.info.end_time - run.info.start_time >= 42_000
