@@ -214,7 +214,9 @@ def _track(config, location: Location, outputs_root: Path, parent_run_id, tags, 
     else:
         try:
             outcome.mlflow_run_id = tracking.log_run_folder(location, outputs_root, parent_run_id, tags)
-            log.info("MLflow run %s at %s", outcome.mlflow_run_id, tracking.resolve_uri(config["tracking"], outputs_root))
+            uri = tracking.resolve_uri(config["tracking"], outputs_root)
+            opened = "" if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}, then "
+            log.info("MLflow run %s at %s; see it with: %s%s", outcome.mlflow_run_id, uri, opened, tracking.run_link(outcome.mlflow_run_id, uri))
             return
         except Exception as error:  # noqa: BLE001 - results are safe whatever the store says
             outcome.tracking_error = f"{type(error).__name__}: {error}"

@@ -22,9 +22,14 @@ DEFAULT_ARTIFACTS = "mlartifacts"
 SAMPLE_TEXT_CHARS = 400
 SYSTEM_CSV = "system_metrics.csv"
 # Without a kind, MLflow 3's UI opens an experiment on the GenAI overview (traces, none here)
-# and files its runs under "Evaluation runs"; this kind opens it on the runs table.
+# and files its runs under "Evaluation runs"; this kind (MLflow's "Machine learning") opens it
+# on the runs table. MLflow 3.17's UI goes by its own per-browser switch first (GenAI unless
+# set, remembered in localStorage), so links to the UI also carry that switch (UI_MODE).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+UI_MODE = "workflowType=machine_learning"
+# Where `mlflow ui` serves by default (README's command).
+DEFAULT_UI = "http://127.0.0.1:5000"
 
 
 def default_uri(outputs_root: Path) -> str:
@@ -33,6 +38,24 @@ def default_uri(outputs_root: Path) -> str:
 
 def resolve_uri(tracking: Mapping[str, Any], outputs_root: Path) -> str:
     return tracking.get("uri") or default_uri(outputs_root)
+
+
+def ui_link(uri: str, experiment_id: str, run_id: Optional[str] = None) -> str:
+    """Where a person sees the run (or the experiment) in MLflow's UI, on the runs table: a
+    tracking server serves its UI at its own address; a local store is opened with `mlflow ui`."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else DEFAULT_UI
+    page = f"{base}/#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{page}?{UI_MODE}"
+
+
+def run_link(run_id: str, uri: str) -> str:
+    import mlflow
+
+    try:
+        experiment = mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id
+    except Exception:  # noqa: BLE001 - the run is logged; the link is only a convenience
+        return f"{DEFAULT_UI if not uri.startswith(('http://', 'https://')) else uri.rstrip('/')}/#/experiments?{UI_MODE}"
+    return ui_link(uri, experiment, run_id)
 
 
 def probe(tracking: Mapping[str, Any], outputs_root: Path) -> Optional[str]:

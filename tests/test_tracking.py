@@ -144,3 +144,12 @@ def test_a_failed_job_is_logged_from_when_it_started(tmp_path):
     run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(run_id)
     assert run.info.status == "FAILED" and run.info.start_time == int(started * 1000)
     assert run.info.end_time - run.info.start_time >= 42_000
+
+
+def test_links_to_the_ui_open_the_runs_table(tmp_path):
+    # MLflow 3.17's UI picks GenAI or "Model training" by a per-browser switch before it reads
+    # the experiment's kind; the link sets the switch.
+    logged = log(tmp_path, make_run_folder(tmp_path))
+    link = tracking.run_link(logged.info.run_id, f"sqlite:///{tmp_path}/mlflow.db")
+    assert link == f"http://127.0.0.1:5000/#/experiments/{logged.info.experiment_id}/runs/{logged.info.run_id}?workflowType=machine_learning"
+    assert tracking.ui_link("https://mlflow.internal/", "7") == "https://mlflow.internal/#/experiments/7?workflowType=machine_learning"
