@@ -8,7 +8,6 @@ import time
 import mlflow
 import pyarrow as pa
 import pyarrow.parquet as pq
-import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
