@@ -35,6 +35,7 @@ def _on_sigterm(signum, frame):
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> str:
+    job_started = time.time()  # a sweep's jobs share one process: STARTED_AT is the first job's
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     in_sweep = hydra_cfg.mode == RunMode.MULTIRUN
@@ -64,7 +65,7 @@ def main(cfg: DictConfig) -> str:
                 _remove_if_only_hydra_files(run_dir, hydra_cfg)
             sys.exit(2 if isinstance(error, CONFIG_ERRORS) else 1)
         # One failed job must not end the sweep: record it and let the next one run.
-        _record_failure(cfg, error, parent, tags)
+        _record_failure(cfg, error, parent, tags, job_started)
         return "failed"
 
 
@@ -108,11 +109,11 @@ def _remove_if_only_hydra_files(run_dir: Path, hydra_cfg) -> None:
         log.debug("could not remove %s: %s", run_dir, error)
 
 
-def _record_failure(cfg: DictConfig, error: Exception, parent, tags) -> None:
+def _record_failure(cfg: DictConfig, error: Exception, parent, tags, started_at: float) -> None:
     if not cfg.tracking.enabled:
         return
     try:
-        tracking.log_failed_run(OmegaConf.to_container(cfg, resolve=True), OUTPUTS_ROOT, f"{type(error).__name__}: {error}", parent, tags)
+        tracking.log_failed_run(OmegaConf.to_container(cfg, resolve=True), OUTPUTS_ROOT, f"{type(error).__name__}: {error}", parent, tags, started_at)
     except Exception as tracking_error:  # noqa: BLE001
         log.error("tracking: could not record the failed job (%s)", tracking_error)
 

@@ -18,7 +18,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from runner import (
-    accounting, faults, metrics, models, pipeline, preflight, prompt, readers, redaction, run_state, samples, schema, storage, sysmon, tracking,
+    accounting, faults, metrics, models, pipeline, plan, preflight, prompt, readers, redaction, run_state, samples, schema, storage, sysmon,
+    tracking,
 )
 from runner.storage import Location
 
@@ -83,9 +84,10 @@ def run(
     reader = preflight.run_checks(config, location, resume)
     scan, problems = _scan_input(config, reader)
     tracking_problem = tracking.probe(config["tracking"], outputs_root) if config["tracking"]["enabled"] else None
-    model = _locate_and_check_lengths(config, reader, problems)
+    model, lengths = _locate_and_check_lengths(config, reader, problems)
     if config["dry_run"]:
-        log.info("dry run: config, model and data checked (%d input rows); nothing written", scan.rows)
+        uri = tracking.resolve_uri(config["tracking"], outputs_root) if config["tracking"]["enabled"] else None
+        print(plan.describe(config, model, scan, lengths, location, uri), flush=True)
         return RunOutcome(location=location)
     manifest = _open_run_state(config, location, reader, scan, resume, force)
     outcome = RunOutcome(location=location, results_dir=location.child(run_state.RESULTS))
@@ -150,18 +152,19 @@ def _open_run_state(config, location: Location, reader, scan, resume: bool, forc
     return manifest
 
 
-def _locate_and_check_lengths(config: Dict[str, Any], reader, problems) -> models.ModelLocation:
-    """Resolve the model and check the first prompts fit; raise every problem found so far."""
+def _locate_and_check_lengths(config: Dict[str, Any], reader, problems):
+    """Resolve the model and measure the first prompts; raise every problem found so far."""
     location = models.locate(config["model"])
     log.info("model %s loads from %s %s", config["model"]["name"], location.source, location.note)
-    too_long = preflight.check_prompt_lengths(config, location.source, reader.head(int(config["errors"]["length_check_rows"])))
+    lengths = preflight.measure_prompt_lengths(config, location.source, reader.head(int(config["errors"]["length_check_rows"])))
+    too_long = lengths.problem if lengths else None
     if too_long and config["errors"]["on_row_error"] == "fail":
         problems = problems + [too_long]
     elif too_long:
         log.warning("%s", too_long)
     if problems:
         raise preflight.PreflightError(problems)
-    return location
+    return location, lengths
 
 
 def _execute(config, model: models.ModelLocation, location: Location, reader, scan, manifest, outcome: RunOutcome) -> bool:
@@ -218,7 +221,9 @@ def _track(config, location: Location, outputs_root: Path, parent_run_id, tags, 
     else:
         try:
             outcome.mlflow_run_id = tracking.log_run_folder(location, outputs_root, parent_run_id, tags)
-            log.info("MLflow run %s at %s", outcome.mlflow_run_id, tracking.resolve_uri(config["tracking"], outputs_root))
+            uri = tracking.resolve_uri(config["tracking"], outputs_root)
+            opened = "" if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}, then "
+            log.info("MLflow run %s at %s; see it with: %s%s", outcome.mlflow_run_id, uri, opened, tracking.run_link(outcome.mlflow_run_id, uri))
             return
         except Exception as error:  # noqa: BLE001 - results are safe whatever the store says
             outcome.tracking_error = f"{type(error).__name__}: {error}"

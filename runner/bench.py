@@ -17,7 +17,8 @@ with tracking off, as `python -m runner` runs it. Figures, for both sides, measu
 moment the process is spawned:
 
     ready_s        spawn -> the first request reaches the engine
-    generation_s   first request in -> last output out (pipeline: last result file written)
+    generation_s   first request in -> last output out (pipeline: the last row's finished_at,
+                   the engine's clock; not a file's mtime, which accounting's rewrites move)
     e2e_s          spawn -> process exit (start-up, generation, writing results, shutdown)
     req_per_s, total_tokens_per_s, output_tokens_per_s    over generation_s (steady state)
     e2e_req_per_s, e2e_output_tokens_per_s                over e2e_s
@@ -218,12 +219,7 @@ def child_pipeline(run_dir: Path) -> None:
     _stamp(marks, "app_returned")
 
     table = _read_results(outcome.results_dir)
-    starts = [f - l for f, l in zip(table["finished_at"], table["latency_s"])]
-    files = outcome.results_dir.list_files()
-    marks["first_request_in"] = min(starts)
-    marks["last_output_out"] = max(entry.mtime for entry in files)
-    marks["results_written"] = marks["last_output_out"]
-    marks["last_finished_at_reported"] = max(table["finished_at"])
+    marks.update(pipeline_marks(table, outcome.location))
     id_column = readers.id_column(config["dataset"])
     ids = [str(i) for i in table[id_column]] if id_column in table else []
     result = {
@@ -238,6 +234,25 @@ def child_pipeline(run_dir: Path) -> None:
         "results_dir": str(outcome.results_dir),
     }
     (side_dir / "result.json").write_text(json.dumps(result, indent=2))
+
+
+def pipeline_marks(table: Mapping[str, list], run) -> Dict[str, float]:
+    """When the pipeline side's first request reached the engine, its last output left it, and
+    its results were all written, from the rows' own engine-clock times and the pipeline's
+    reported end (the run's manifest). Not from file mtimes: accounting rewrites a results
+    file that held failed rows after the pipeline ended, which moved "last output" by as much
+    as the settling took."""
+    from runner import run_state
+
+    starts = [f - l for f, l in zip(table["finished_at"], table["latency_s"])]
+    last_out = max(table["finished_at"])
+    ended = [a["finished_at"] for a in run_state.load(run).attempts if a.get("finished_at")]
+    return {
+        "first_request_in": min(starts),
+        "last_output_out": last_out,
+        "last_finished_at_reported": last_out,
+        "results_written": ended[-1] if ended else last_out,
+    }
 
 
 def _location(config):
@@ -485,9 +500,13 @@ def table(summary: Mapping[str, Any]) -> str:
 
 
 def log_mlflow(summary: Mapping[str, Any], config: Mapping[str, Any], run_dir: Path, outputs_root: Path) -> Optional[str]:
+    """One MLflow run for the bench, spanning it (summary["started_at"] .. now); params
+    redacted as every logged config is."""
     import mlflow
+    from mlflow.entities import Metric, Param
+    from mlflow.tracking.context import registry as context_registry
 
-    from runner import tracking
+    from runner import redaction, tracking
 
     mlflow.set_tracking_uri(tracking.resolve_uri(config["tracking"], outputs_root))
     exp_id = tracking.experiment_id(mlflow, config["tracking"]["experiment"], outputs_root)
@@ -499,19 +518,30 @@ def log_mlflow(summary: Mapping[str, Any], config: Mapping[str, Any], run_dir: P
         for key, value in (result.get("log_figures") or {}).items():
             metrics[f"{side}.log.{key}"] = float(value)
     metrics.update({f"ratio.{k}": float(v) for k, v in summary["ratios"].items()})
-    params = {k: str(v)[:500] for k, v in tracking.flatten(config).items()}
+    params = {k: str(v)[:500] for k, v in tracking.flatten(redaction.redact(dict(config))).items()}
     params["bench.sides"] = ",".join(summary["results"])
     params["bench.cache"] = summary["cache"]
     name = config["tracking"].get("run_name") or f"bench-{config['model']['name']}-{config['hw']['name']}-{run_dir.name}"
     tags = {"runner.kind": "bench", "runner.run_dir": str(run_dir.resolve()), "runner.model": config["model"]["name"], "runner.hw": config["hw"]["name"]}
-    with mlflow.start_run(experiment_id=exp_id, run_name=name, tags=tags) as run:
-        mlflow.log_params(params)
-        mlflow.log_metrics(metrics)
-        mlflow.log_artifact(str(run_dir / "bench.json"))
+    client = mlflow.MlflowClient()
+    started = summary.get("started_at")
+    run = client.create_run(exp_id, start_time=int(started * 1000) if started else None, tags=context_registry.resolve_tags(tags), run_name=name)
+    run_id = run.info.run_id
+    try:
+        now = int(time.time() * 1000)
+        items = [Param(k, v) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            client.log_batch(run_id, params=items[start : start + 100])
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in metrics.items()])
+        client.log_artifact(run_id, str(run_dir / "bench.json"))
         for side in summary["results"]:
             if (run_dir / side / "log.txt").is_file():
-                mlflow.log_artifact(str(run_dir / side / "log.txt"), artifact_path=side)
-        return run.info.run_id
+                client.log_artifact(run_id, str(run_dir / side / "log.txt"), artifact_path=side)
+    except BaseException:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
 
 
 def run_bench(
@@ -528,6 +558,7 @@ def run_bench(
 
     from runner import models, preflight, redaction
 
+    started_at = time.time()
     cfg = compose(overrides)
     config = OmegaConf.to_container(cfg, resolve=True)
     preflight.run_checks(config)
@@ -564,6 +595,7 @@ def run_bench(
 
     summary: Dict[str, Any] = {
         "command": "python -m runner.bench " + " ".join(overrides),
+        "started_at": started_at,
         "overrides": list(overrides),
         "device": device_description(),
         "cache": cache,
@@ -613,7 +645,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.child:
         (child_plain if args.child == "plain" else child_pipeline)(args.out)
         return 0
-    from runner import preflight
+    from hydra.errors import ConfigCompositionException
+
+    from runner import preflight, schema
 
     sides = [s.strip() for s in args.sides.split(",") if s.strip()]
     unknown = [s for s in sides if s not in SIDES]
@@ -621,8 +655,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"--sides: use plain, pipeline or plain,pipeline (got {args.sides!r})")
     try:
         summary = run_bench(args.overrides, sides, args.out, args.json, args.cache, args.timeout, not args.no_prewarm)
-    except preflight.PreflightError as error:
-        log.error("%s", error)
+    except (preflight.PreflightError, schema.UnknownKeyError) as error:
+        log.error("%s", error)  # it names the setting and the fix
+        return 2
+    except ConfigCompositionException as error:
+        # As `python -m runner` reports it: Hydra's message, and the reason under it (the key and the schema).
+        cause = f": {error.__cause__}" if error.__cause__ else ""
+        log.error("the config cannot be composed: %s%s", error, cause)
         return 2
     print(summary["table"])
     print(json.dumps({"ratios": summary["ratios"], "tokens": summary["tokens"], "run_dir": summary["run_dir"]}, indent=2))

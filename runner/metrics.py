@@ -16,15 +16,28 @@ from runner import quality, result_files
 TIMING_COLUMNS = ["num_input_tokens", "num_generated_tokens", "latency_s", "ttft_s", "finished_at"]
 
 
+class MetricsError(ValueError):
+    """Results that cannot be measured; the message names the folder, the columns and the fix."""
+
+
 def _scan(results, started_at: float, finished_at: float):
     """The timing columns of the rows this pipeline attempt wrote. A resumed run's earlier
     rows came from other attempts, whose wall time is not this one's."""
     import pyarrow.dataset as pds
 
     dataset = result_files.open_dataset(results)
-    columns = [c for c in TIMING_COLUMNS if c in dataset.schema.names]
-    if "finished_at" not in columns:
-        return dataset.to_batches(columns=columns)
+    present = dataset.schema.names
+    if not present:  # no results file: every row failed, or none ran
+        return []
+    missing = [c for c in TIMING_COLUMNS if c not in present]
+    if missing:
+        raise MetricsError(
+            f"the results in {results} lack column(s) {', '.join(missing)}, which the runner writes for every row "
+            f"(runner/results.py), so their figures cannot be computed; the files hold: {', '.join(present)}. "
+            "Fix: restore the files as the runner wrote them (an edit or another tool removed the columns), "
+            "or start a new run"
+        )
+    columns = TIMING_COLUMNS
     # A second of slack: the engine's clock and the driver's may differ slightly on a cluster.
     window = (pds.field("finished_at") >= started_at - 1.0) & (pds.field("finished_at") <= finished_at + 1.0)
     return dataset.to_batches(columns=columns, filter=window)

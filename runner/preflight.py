@@ -26,11 +26,20 @@ def local_gpu_names() -> List[str]:
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return []
-    by_index = {row[0]: row[1] for row in gpus.query("index,name") if len(row) == 2 and row[0].isdigit()}
+    rows = [row for row in gpus.query("index,name,uuid") if len(row) == 3 and row[0].isdigit()]
     wanted = [i.strip() for i in (visible or "").split(",") if i.strip()]
-    if wanted and all(i in by_index for i in wanted):
-        return [by_index[i] for i in wanted]
-    return list(by_index.values())
+    if not wanted or any(i.startswith("MIG-") for i in wanted):
+        # A MIG slice is no row of --query-gpu: its type cannot be told here, so every GPU counts.
+        return [name for _, name, _ in rows]
+    names = []
+    for entry in wanted:
+        # As CUDA reads the list: an index, or a GPU's UUID or a unique prefix of it (schedulers
+        # set UUIDs); the first entry that names no GPU ends the list.
+        found = [name for index, name, uuid in rows if entry == index or (entry.startswith("GPU-") and uuid.startswith(entry))]
+        if len(found) != 1:
+            break
+        names.append(found[0])
+    return names
 
 
 def ray_accelerator_type(gpu_name: str) -> Optional[str]:
@@ -324,26 +333,46 @@ def _byte_bound(rows, prompt_cfg: Mapping[str, Any], columns: Mapping[str, str])
     return longest + CHAT_TEMPLATE_MARGIN_TOKENS
 
 
+@dataclasses.dataclass
+class PromptLengths:
+    """What the length check found over the first rows: exact token counts where it had to
+    tokenize, else only the byte bound (an upper bound on any of those prompts)."""
+
+    rows: int
+    longest: int
+    shortest: Optional[int] = None  # tokenized only
+    tokenized: bool = False
+    problem: Optional[str] = None
+
+
 def check_prompt_lengths(cfg: Mapping[str, Any], tokenizer_source: str, rows: List[dict]) -> Optional[str]:
     """Tokenize the first rows' prompts as the engine will see them; describe any that cannot fit.
 
     Returns None when all fit or when no tokenizer is available offline.
     """
+    lengths = measure_prompt_lengths(cfg, tokenizer_source, rows)
+    return lengths.problem if lengths else None
+
+
+def measure_prompt_lengths(cfg: Mapping[str, Any], tokenizer_source: str, rows: List[dict]) -> Optional[PromptLengths]:
+    """The first rows' prompt lengths; None for no rows. A tokenizer is loaded only when the
+    byte bound says a prompt might not fit."""
     if not rows:
         return None
     prompt_cfg = cfg["prompt"]
     columns = prompt.column_map(prompt_cfg)
     max_model_len = cfg["engine"]["max_model_len"] or cfg["model"]["context_length"]
     max_tokens = int(prompt_cfg["max_tokens"])
-    if _byte_bound(rows, prompt_cfg, columns) + max_tokens <= max_model_len:
-        return None
+    bound = _byte_bound(rows, prompt_cfg, columns)
+    if bound + max_tokens <= max_model_len:
+        return PromptLengths(rows=len(rows), longest=bound)
     try:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, local_files_only=True)
     except Exception:  # noqa: BLE001 - the engine will load it; this check is best effort
-        return None
-    over, longest = 0, 0
+        return PromptLengths(rows=len(rows), longest=bound)
+    over, longest, shortest = 0, 0, None
     for row in rows:
         try:
             request = prompt.build_request(row, prompt_cfg, columns)
@@ -356,10 +385,12 @@ def check_prompt_lengths(cfg: Mapping[str, Any], tokenizer_source: str, rows: Li
         else:
             ids = tokenizer(request["prompt"])["input_ids"]
         longest = max(longest, len(ids))
+        shortest = len(ids) if shortest is None else min(shortest, len(ids))
         over += len(ids) + max_tokens > max_model_len
-    if not over:
-        return None
-    return _length_problem(over, len(rows), longest, max_tokens, max_model_len, int(cfg["model"]["context_length"]))
+    found = PromptLengths(rows=len(rows), longest=longest, shortest=shortest, tokenized=True)
+    if over:
+        found.problem = _length_problem(over, len(rows), longest, max_tokens, max_model_len, int(cfg["model"]["context_length"]))
+    return found
 
 
 def _length_problem(over: int, checked: int, longest: int, max_tokens: int, max_model_len: int, context: int) -> str:

@@ -77,7 +77,11 @@ class SweepTracking(Callback):
             return
         tracking_cfg = OmegaConf.to_container(config.tracking)
         failed = sum(1 for r in self.results if r != "finished")
-        tracking.end_sweep_run(tracking_cfg, OUTPUTS_ROOT, parent, len(self.results), failed)
+        try:
+            tracking.end_sweep_run(tracking_cfg, OUTPUTS_ROOT, parent, len(self.results), failed)
+        except Exception as error:  # noqa: BLE001 - every job is done and logged; a raise here is only a traceback
+            _report_unclosed(tracking_cfg, parent, sweep_id, tracking.sweep_status(len(self.results), failed), error)
+            return
         if len(self.results) > failed:
             self._compare(tracking_cfg, sweep_id, parent)
 
@@ -94,3 +98,17 @@ class SweepTracking(Callback):
             log.error("comparison failed (%s); redo it with: python -m runner.compare --sweep %s", error, sweep_id)
             return
         print(result.text, flush=True)
+
+
+def _report_unclosed(tracking_cfg: Dict[str, Any], parent: str, sweep_id: str, status: str, error: Exception) -> None:
+    uri = tracking.resolve_uri(tracking_cfg, OUTPUTS_ROOT)
+    close = (
+        f"python -c \"import mlflow; mlflow.set_tracking_uri('{uri}'); "
+        f"mlflow.MlflowClient().set_terminated('{parent}', '{status}')\""
+    )
+    log.error(
+        "tracking: the sweep's parent run %s could not be closed or given its job counts (%s: %s). Every job's results "
+        "and runs are kept. Once the store at %s is back, close the parent if the UI still shows it RUNNING with: %s ; "
+        "and redo the comparison with: python -m runner.compare --uri %s --experiment %s --sweep %s",
+        parent, type(error).__name__, (str(error).splitlines() or [""])[0], uri, close, uri, tracking_cfg["experiment"], sweep_id,
+    )

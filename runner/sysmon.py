@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import os
 import threading
 import time
@@ -16,8 +17,11 @@ from typing import Dict, List, Optional
 
 import psutil
 
+log = logging.getLogger(__name__)
+
 FIELDS = [
-    "time_s",
+    "timestamp",  # seconds since the epoch: MLflow places the samples on the run's clock with it
+    "time_s",  # seconds since the monitor started, for reading the CSV by eye
     "system/cpu_utilization_percentage",
     "system/system_memory_usage_megabytes",
     "driver_rss_megabytes",
@@ -45,6 +49,7 @@ class SystemMonitor:
         self._driver = psutil.Process(os.getpid())
         self._nvml, self._gpus = _gpu_handles()
         self._start = time.time()
+        self._gpu_error_logged = False
 
     def __enter__(self) -> "SystemMonitor":
         psutil.cpu_percent(None)  # the first reading only sets the baseline
@@ -56,8 +61,10 @@ class SystemMonitor:
         self._thread.join(timeout=5)
 
     def _sample(self) -> Dict[str, Optional[float]]:
+        now = time.time()
         sample: Dict[str, Optional[float]] = {
-            "time_s": time.time() - self._start,
+            "timestamp": now,
+            "time_s": now - self._start,
             "system/cpu_utilization_percentage": psutil.cpu_percent(None),
             "system/system_memory_usage_megabytes": psutil.virtual_memory().used / 2**20,
             "driver_rss_megabytes": self._driver.memory_info().rss / 2**20,
@@ -65,11 +72,22 @@ class SystemMonitor:
             "system/gpu_memory_usage_megabytes": None,
         }
         if self._gpus:
-            utils = [self._nvml.nvmlDeviceGetUtilizationRates(h).gpu for h in self._gpus]
-            used = [self._nvml.nvmlDeviceGetMemoryInfo(h).used for h in self._gpus]
-            sample["system/gpu_utilization_percentage"] = sum(utils) / len(utils)
-            sample["system/gpu_memory_usage_megabytes"] = sum(used) / 2**20
+            try:
+                utils = [self._nvml.nvmlDeviceGetUtilizationRates(h).gpu for h in self._gpus]
+                used = [self._nvml.nvmlDeviceGetMemoryInfo(h).used for h in self._gpus]
+            except Exception as error:  # noqa: BLE001 - any NVML error: a GPU lost, a driver reset
+                self._gpu_failed(error)
+            else:
+                sample["system/gpu_utilization_percentage"] = sum(utils) / len(utils)
+                sample["system/gpu_memory_usage_megabytes"] = sum(used) / 2**20
         return sample
+
+    def _gpu_failed(self, error: Exception) -> None:
+        # Once: it may repeat every second for the rest of the run. GPU queries go on, in case
+        # the error passes.
+        if not self._gpu_error_logged:
+            self._gpu_error_logged = True
+            log.warning("system metrics: the GPUs cannot be read (%s: %s); CPU and memory are still sampled", type(error).__name__, error)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -90,12 +108,12 @@ class SystemMonitor:
             return [s[key] for s in self.samples if s[key] is not None]
 
         figures: Dict[str, float] = {}
-        cpu, rss, mem = values(FIELDS[1]), values(FIELDS[3]), values(FIELDS[2])
+        cpu, rss, mem = values("system/cpu_utilization_percentage"), values("driver_rss_megabytes"), values("system/system_memory_usage_megabytes")
         if cpu:
             figures["cpu_utilization_mean_pct"] = sum(cpu) / len(cpu)
             figures["system_memory_peak_mb"] = max(mem)
             figures["driver_rss_peak_mb"] = max(rss)
-        gpu, gpu_mem = values(FIELDS[4]), values(FIELDS[5])
+        gpu, gpu_mem = values("system/gpu_utilization_percentage"), values("system/gpu_memory_usage_megabytes")
         if gpu:
             figures["gpu_utilization_mean_pct"] = sum(gpu) / len(gpu)
             figures["gpu_memory_peak_mb"] = max(gpu_mem)

@@ -21,6 +21,15 @@ DEFAULT_DB = "mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 SAMPLE_TEXT_CHARS = 400
 SYSTEM_CSV = "system_metrics.csv"
+# Without a kind, MLflow 3's UI opens an experiment on the GenAI overview (traces, none here)
+# and files its runs under "Evaluation runs"; this kind (MLflow's "Machine learning") opens it
+# on the runs table. MLflow 3.17's UI goes by its own per-browser switch first (GenAI unless
+# set, remembered in localStorage), so links to the UI also carry that switch (UI_MODE).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+UI_MODE = "workflowType=machine_learning"
+# Where `mlflow ui` serves by default (README's command).
+DEFAULT_UI = "http://127.0.0.1:5000"
 
 
 def default_uri(outputs_root: Path) -> str:
@@ -29,6 +38,24 @@ def default_uri(outputs_root: Path) -> str:
 
 def resolve_uri(tracking: Mapping[str, Any], outputs_root: Path) -> str:
     return tracking.get("uri") or default_uri(outputs_root)
+
+
+def ui_link(uri: str, experiment_id: str, run_id: Optional[str] = None) -> str:
+    """Where a person sees the run (or the experiment) in MLflow's UI, on the runs table: a
+    tracking server serves its UI at its own address; a local store is opened with `mlflow ui`."""
+    base = uri.rstrip("/") if uri.startswith(("http://", "https://")) else DEFAULT_UI
+    page = f"{base}/#/experiments/{experiment_id}" + (f"/runs/{run_id}" if run_id else "")
+    return f"{page}?{UI_MODE}"
+
+
+def run_link(run_id: str, uri: str) -> str:
+    import mlflow
+
+    try:
+        experiment = mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id
+    except Exception:  # noqa: BLE001 - the run is logged; the link is only a convenience
+        return f"{DEFAULT_UI if not uri.startswith(('http://', 'https://')) else uri.rstrip('/')}/#/experiments?{UI_MODE}"
+    return ui_link(uri, experiment, run_id)
 
 
 def probe(tracking: Mapping[str, Any], outputs_root: Path) -> Optional[str]:
@@ -112,14 +139,18 @@ def open_store(tracking: Mapping[str, Any], outputs_root: Path, uri: Optional[st
 
 
 def experiment_id(mlflow, name: str, outputs_root: Path) -> str:
+    """The experiment's id, creating it; an experiment without a kind is given the runs-table
+    kind, one whose kind a person chose in the UI keeps it."""
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is not None:
+        if EXPERIMENT_KIND_TAG not in experiment.tags:
+            mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return experiment.experiment_id
     location = None
     if mlflow.get_tracking_uri().startswith("sqlite:"):
         # Beside the database, not in whatever folder the command ran from.
         location = (outputs_root / DEFAULT_ARTIFACTS).resolve().as_uri()
-    return mlflow.create_experiment(name, artifact_location=location)
+    return mlflow.create_experiment(name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
 
 
 def sample_table(results, text_columns: Iterable[str], rows: int):
@@ -135,26 +166,58 @@ def sample_table(results, text_columns: Iterable[str], rows: int):
     return frame
 
 
-def _log_system_series(mlflow, csv_file) -> None:
+def system_series(csv_file, started_at: Optional[float]):
+    """The sampled system metrics as MLflow Metrics: epoch-millisecond timestamps, steps in
+    time order. A CSV written before samples carried their epoch time (`time_s` only, seconds
+    since the monitor started) is placed from `started_at`, the start of the pipeline attempt
+    that wrote it (each attempt rewrites the CSV)."""
     if not csv_file.exists():
-        return
+        return []
     import csv
     import io
 
     from mlflow.entities import Metric
 
-    metrics = []
+    samples = []
     with io.StringIO(csv_file.read_text(), newline="") as handle:
-        for step, sample in enumerate(csv.DictReader(handle)):
-            stamp = int(1000 * float(sample.pop("time_s")))
-            for key, value in sample.items():
-                if value not in ("", None):
-                    metrics.append(Metric(key, float(value), stamp, step))
-    if metrics:
-        run_id = mlflow.active_run().info.run_id
-        client = mlflow.MlflowClient()
-        for start in range(0, len(metrics), 1000):
-            client.log_batch(run_id, metrics=metrics[start : start + 1000])
+        for sample in csv.DictReader(handle):
+            elapsed = sample.pop("time_s", None)
+            epoch = sample.pop("timestamp", None)
+            if epoch not in ("", None):
+                when = float(epoch)
+            elif elapsed not in ("", None) and started_at is not None:
+                when = started_at + float(elapsed)
+            else:
+                continue  # a sample with no time cannot be placed on the run's clock
+            samples.append((when, sample))
+    samples.sort(key=lambda pair: pair[0])
+    metrics = []
+    for step, (when, sample) in enumerate(samples):
+        for key, value in sample.items():
+            if value not in ("", None):
+                metrics.append(Metric(key, float(value), int(when * 1000), step))
+    return metrics
+
+
+def job_times(run) -> Dict[str, Optional[float]]:
+    """When the job began and ended, in epoch seconds, from its manifest: runs are logged after
+    the fact, and MLflow would otherwise show the seconds logging took as the run's duration.
+    begin: the run state opened; end: the last save (the seal) or the last attempt's end;
+    last_attempt: the last pipeline start."""
+    from runner import run_state
+
+    try:
+        manifest = run_state.load(run)
+    except (OSError, ValueError) as error:
+        log.warning("%s: its manifest cannot be read (%s); the MLflow run gets the time of logging", run, error)
+        manifest = None
+    if manifest is None:
+        return {"begin": None, "end": None, "last_attempt": None}
+    started = [a["started_at"] for a in manifest.attempts if a.get("started_at")]
+    finished = [a["finished_at"] for a in manifest.attempts if a.get("finished_at")]
+    begin = min([manifest.created_at, *started])
+    end = max([manifest.updated_at, *finished])
+    return {"begin": begin, "end": end, "last_attempt": started[-1] if started else begin}
 
 
 def start_sweep_run(tracking: Mapping[str, Any], outputs_root: Path, sweep_id: str, sweep_dir: Path, sweep_params: Mapping[str, str]) -> str:
@@ -173,14 +236,23 @@ def start_sweep_run(tracking: Mapping[str, Any], outputs_root: Path, sweep_id: s
     return run.info.run_id
 
 
+def sweep_status(jobs: int, failed: int) -> str:
+    return "FAILED" if jobs and failed == jobs else "FINISHED"
+
+
 def end_sweep_run(tracking: Mapping[str, Any], outputs_root: Path, run_id: str, jobs: int, failed: int) -> None:
+    """Log the job counts on the sweep's parent run and close it; the run is closed even when
+    the counts cannot be logged, so it never stays RUNNING for want of them."""
     import mlflow
+    from mlflow.entities import Metric
 
     mlflow.set_tracking_uri(resolve_uri(tracking, outputs_root))
     client = mlflow.MlflowClient()
-    client.log_metric(run_id, "jobs", jobs)
-    client.log_metric(run_id, "jobs_failed", failed)
-    client.set_terminated(run_id, "FAILED" if jobs and failed == jobs else "FINISHED")
+    now = _now_ms()
+    try:
+        client.log_batch(run_id, metrics=[Metric("jobs", jobs, now, 0), Metric("jobs_failed", failed, now, 0)])
+    finally:
+        client.set_terminated(run_id, sweep_status(jobs, failed))
 
 
 def log_failed_run(
@@ -189,8 +261,10 @@ def log_failed_run(
     error: str,
     parent_run_id: Optional[str] = None,
     tags: Optional[Mapping[str, str]] = None,
+    started_at: Optional[float] = None,
 ) -> str:
-    """Record a job that did not finish: its config, the error, status FAILED."""
+    """Record a job that did not finish: its config, the error, status FAILED, from when the
+    job started (epoch seconds; default now) to now."""
     import mlflow
 
     exp_id = open_store(config["tracking"], outputs_root)
@@ -198,7 +272,8 @@ def log_failed_run(
     all_tags = {"runner.status": "failed", "runner.error": redaction.mask_text(error)[:5000], **(tags or {})}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
-    run = client.create_run(exp_id, run_name=f"{config['model']['name']}-{config['hw']['name']}-failed", tags=all_tags)
+    start_ms = int(started_at * 1000) if started_at is not None else None
+    run = client.create_run(exp_id, start_time=start_ms, run_name=f"{config['model']['name']}-{config['hw']['name']}-failed", tags=all_tags)
     params = _params(config)
     items = list(params.items())
     for start in range(0, len(items), 100):
@@ -225,6 +300,7 @@ def log_run_folder(
 
     import mlflow
     import yaml
+    from mlflow.tracking.context import registry as context_registry
 
     from runner import run_state, storage
 
@@ -245,22 +321,58 @@ def log_run_folder(
         **(tags or {}),
     }
     run_name = tracking.get("run_name") or f"{config['model']['name']}-{config['hw']['name']}-{run.name}"
-    with mlflow.start_run(experiment_id=exp_id, run_name=run_name, parent_run_id=parent_run_id, tags=all_tags) as active, \
-            tempfile.TemporaryDirectory(prefix="runner-track-") as staging:
-        mlflow.log_params(_params(config))
-        mlflow.log_metrics({k: float(v) for k, v in summary["metrics"].items()})
-        _log_system_series(mlflow, run.child(SYSTEM_CSV))
-        for name in (run_state.CONFIG, run_state.METRICS):
-            local = Path(staging) / name
-            local.write_bytes(run.child(name).read_bytes())
-            mlflow.log_artifact(str(local))
+    if parent_run_id:
+        all_tags["mlflow.parentRunId"] = parent_run_id
+    times = job_times(run)
+    begin_ms, end_ms = (int(times[k] * 1000) if times[k] is not None else None for k in ("begin", "end"))
+    client = mlflow.MlflowClient()
+    # The client's create_run, unlike mlflow.start_run, takes a start time; the source and
+    # user tags start_run would add are resolved the same way.
+    created = client.create_run(exp_id, start_time=begin_ms, tags=context_registry.resolve_tags(all_tags), run_name=run_name)
+    run_id = created.info.run_id
+    try:
+        _log_batches(client, run_id, params=_params(config), metrics={k: float(v) for k, v in summary["metrics"].items()}, stamp_ms=end_ms)
+        series = system_series(run.child(SYSTEM_CSV), times["last_attempt"])
+        for start in range(0, len(series), 1000):
+            client.log_batch(run_id, metrics=series[start : start + 1000])
+        with tempfile.TemporaryDirectory(prefix="runner-track-") as staging:
+            for name in (run_state.CONFIG, run_state.METRICS):
+                local = Path(staging) / name
+                local.write_bytes(run.child(name).read_bytes())
+                client.log_artifact(run_id, str(local))
         if run.is_local:
             if tracking.get("log_results", True) and results.list_files():
-                mlflow.log_artifacts(results.path, artifact_path="results")
+                client.log_artifacts(run_id, results.path, artifact_path="results")
             if failed.list_files():
-                mlflow.log_artifacts(failed.path, artifact_path="failed")
+                client.log_artifacts(run_id, failed.path, artifact_path="failed")
         text_columns = list(summary.get("prompt_columns", []))
         table = sample_table(results, text_columns, int(tracking.get("sample_rows", 8)))
         if table is not None:
-            mlflow.log_table(data=table, artifact_file="samples.json")
-        return active.info.run_id
+            client.log_table(run_id, data=table, artifact_file="samples.json")
+    except BaseException:
+        try:
+            client.set_terminated(run_id, "FAILED")
+        except Exception as error:  # noqa: BLE001 - the first failure is the one to report
+            log.error("MLflow run %s could not be marked FAILED (%s)", run_id, error)
+        raise
+    client.set_terminated(run_id, "FINISHED", end_time=end_ms)
+    return run_id
+
+
+def _log_batches(client, run_id: str, params: Mapping[str, str], metrics: Mapping[str, float], stamp_ms: Optional[int]) -> None:
+    """Params and summary metrics in MLflow's batch limits (100 params, 1000 metrics a call)."""
+    from mlflow.entities import Metric, Param
+
+    stamp = stamp_ms if stamp_ms is not None else _now_ms()
+    items = [Param(k, v) for k, v in params.items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start : start + 100])
+    figures = [Metric(k, v, stamp, 0) for k, v in metrics.items()]
+    for start in range(0, len(figures), 1000):
+        client.log_batch(run_id, metrics=figures[start : start + 1000])
+
+
+def _now_ms() -> int:
+    import time
+
+    return int(time.time() * 1000)

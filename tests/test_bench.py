@@ -4,12 +4,18 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
-from runner import bench
+from runner import bench, run_state, storage, tracking
+from tests.conftest import compose_config
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS, MAX_TOKENS = 8, 16
@@ -41,6 +47,53 @@ def test_start_up_durations_are_read_from_vllm_logs():
     found = bench.log_figures(log, spawned)
     assert found["weights_load_s"] == 0.86 and found["compile_s"] == 23.1 and found["engine_init_s"] == 6.89
     assert found["at_engine_core_start_s"] == 30.0 and found["at_engine_init_done_s"] == 49.0
+
+
+def test_the_pipelines_last_output_is_its_rows_end_not_a_rewritten_files_mtime(tmp_path):
+    # Seen: accounting rewrote a results file holding failed rows after the pipeline ended, and
+    # that file's mtime became "last output", lengthening generation_s by the settling time.
+    run = storage.resolve(str(tmp_path / "run"))
+    manifest = run_state.Manifest(config={}, input={}, id_column="id", attempts=[{"started_at": 100.0, "finished_at": 131.0}])
+    run.child(run_state.MANIFEST).write_text(manifest.to_json())
+    results = tmp_path / "run" / "results"
+    results.mkdir()
+    rows = [{"id": str(i), "latency_s": 2.0, "finished_at": 110.0 + 10 * i, "num_input_tokens": 5, "num_generated_tokens": 3} for i in range(3)]
+    pq.write_table(pa.Table.from_pylist(rows), results / "part-0.parquet")
+    os.utime(results / "part-0.parquet", (200.0, 200.0))  # rewritten by accounting, long after
+    marks = bench.pipeline_marks(bench._read_results(run.child("results")), run)
+    assert marks["first_request_in"] == 108.0 and marks["last_output_out"] == 130.0
+    assert marks["results_written"] == 131.0
+
+
+def test_the_bench_logs_redacted_params_over_its_own_span(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_" + "S" * 34)
+    config = OmegaConf.to_container(
+        compose_config(f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "+engine.extra.api_key=sk-planted-secret-1234", "model.tokenizer=hf_" + "S" * 34),
+        resolve=True,
+    )
+    run_dir = tmp_path / "bench"
+    run_dir.mkdir()
+    (run_dir / "bench.json").write_text("{}")
+    started = time.time() - 120.0
+    summary = {"results": {"plain": {"rows": 8, "e2e_s": 100.0}}, "ratios": {}, "cache": "cold", "started_at": started}
+    run_id = bench.log_mlflow(summary, config, run_dir, tmp_path)
+    run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(run_id)
+    logged = " ".join(f"{k}={v}" for k, v in run.data.params.items())
+    assert "sk-planted-secret-1234" not in logged and "S" * 34 not in logged and "engine.extra.api_key" not in logged
+    assert run.data.params["model.tokenizer"] == "***"
+    assert run.info.start_time == int(started * 1000) and run.info.end_time >= run.info.start_time + 120_000
+    experiment = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_experiment(run.info.experiment_id)
+    assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == tracking.EXPERIMENT_KIND
+
+
+@pytest.mark.parametrize(
+    "override,named",
+    [("engine.max_num_seq=8", "max_num_seq"), ("+engine.max_num_seq=8", "max_num_seq"), ("hw=tpu_v9", "tpu_v9"), ("prompt.max_tokens=lots", "max_tokens")],
+)
+def test_a_config_typo_is_one_clear_error_and_exit_code_2(override, named, caplog):
+    with caplog.at_level("ERROR", logger="runner.bench"):
+        assert bench.main([override]) == 2
+    assert named in caplog.text and "Traceback" not in caplog.text
 
 
 @pytest.mark.slow

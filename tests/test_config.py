@@ -1,4 +1,6 @@
-"""Every option of every group composes; typos and wrong types fail at compose time."""
+"""Every option of every group, and every experiment, composes; typos and wrong types fail at compose time."""
+
+import dataclasses
 
 import pytest
 from hydra.errors import ConfigCompositionException
@@ -8,6 +10,12 @@ from runner import schema
 from tests.conftest import CONF_DIR, compose_config
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "experiment")
+# Groups whose options carry their own name (the schema has a `name` field for them).
+NAMED_GROUPS = sorted(
+    f.name for f in dataclasses.fields(schema.RunConfig)
+    if dataclasses.is_dataclass(f.default_factory) and "name" in {g.name for g in dataclasses.fields(f.default_factory)}
+)
+EXPERIMENTS = sorted(path.stem for path in (CONF_DIR / "experiment").glob("*.yaml"))
 OPTIONS = [(group, path.stem) for group in GROUPS for path in sorted((CONF_DIR / group).glob("*.yaml"))]
 REQUIRED_OPTIONS = {
     "model": {"smollm2_135m", "llama31_8b"},
@@ -36,8 +44,36 @@ def test_the_required_options_exist():
 def test_every_option_composes_and_resolves(group, option):
     cfg = compose_config(f"{group}={option}", *NEEDS.get((group, option), []))
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    if group != "hw":
-        assert resolved[group]["name"] == option if "name" in resolved[group] else True
+    if group in NAMED_GROUPS:
+        # MLflow tags and run names come from it: a copied option that kept its source's
+        # name would log its runs under the wrong one.
+        assert resolved[group]["name"] == option
+    schema.validate(cfg)
+
+
+def test_the_named_groups_are_the_ones_runs_are_named_by():
+    assert set(NAMED_GROUPS) == {"model", "dataset", "prompt", "hw"}
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_composes_with_each_swept_value(experiment):
+    """As lightning-hydra-template composes `experiment=glob(*)`: an overlay is composed only
+    when someone runs it, so a key it or its sweep misspells would otherwise surface then."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    cfg = compose_config(f"+experiment={experiment}")
+    OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    schema.validate(cfg)
+    swept = compose_config(f"+experiment={experiment}", return_hydra=True).hydra.sweeper.get("params") or {}
+    if not swept:
+        return
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides([f"{key}={value}" for key, value in swept.items()])
+    for override in parsed:
+        for value in override.sweep_string_iterator():
+            one = compose_config(f"+experiment={experiment}", f"{override.get_key_element()}={value}")
+            OmegaConf.to_container(one, resolve=True, throw_on_missing=True)
+            schema.validate(one)
 
 
 def test_default_is_the_embedded_job():

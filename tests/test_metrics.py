@@ -46,3 +46,20 @@ def test_jsonl_results_are_measured_too(tmp_path):
     (folder / "part.json").write_text(json.dumps(row) + "\n")
     figures = metrics.compute(storage.resolve(str(folder)), started_at=0.0, finished_at=12.0, hw={"price_per_hour": 0.0}, replicas=1)
     assert figures["rows"] == 1 and figures["output_tokens"] == 3 and figures["startup_s"] == pytest.approx(10.0)
+
+
+@pytest.mark.parametrize("missing", ["latency_s", "ttft_s", "num_generated_tokens", "finished_at"])
+def test_results_missing_a_column_name_it_and_the_folder(tmp_path, missing):
+    row = {"num_input_tokens": 7, "num_generated_tokens": 3, "latency_s": 1.0, "ttft_s": 0.1, "finished_at": 11.0}
+    del row[missing]
+    write_results(tmp_path / "r", [row, row])
+    with pytest.raises(metrics.MetricsError) as caught:
+        metrics.compute(storage.resolve(str(tmp_path / "r")), started_at=0.0, finished_at=12.0, hw=HW, replicas=1)
+    message = str(caught.value)
+    assert missing in message and str(tmp_path / "r") in message and "Fix:" in message
+
+
+def test_a_run_whose_every_row_failed_has_no_results_and_zero_rows(tmp_path):
+    (tmp_path / "r").mkdir()
+    figures = metrics.compute(storage.resolve(str(tmp_path / "r")), started_at=0.0, finished_at=12.0, hw=HW, replicas=1)
+    assert figures["rows"] == 0 and figures["wall_s"] == 12.0

@@ -287,3 +287,76 @@ def test_a_refused_run_keeps_an_earlier_runs_config(tmp_path):
     done, output = run_cli_here(tmp_path, f"hydra.run.dir={run_dir}", "prompt.max_tokens=0")
     assert done.returncode == 2 and "prompt.max_tokens=0 is out of range" in output, output
     assert (run_dir / "config.yaml").read_text() == "model: {}\n"
+
+
+# Real `nvidia-smi --query-gpu=name` strings and the label Ray's public constants give each type.
+RAY_LABELS = [
+    ("NVIDIA H100 80GB HBM3", "NVIDIA_H100"),
+    ("NVIDIA H200", None),  # Ray has no constant for it yet; "H200" is the label its nodes carry
+    ("NVIDIA L4", "NVIDIA_L4"),
+    ("NVIDIA A10G", "NVIDIA_TESLA_A10G"),
+    ("NVIDIA A100-SXM4-80GB", "NVIDIA_A100"),
+]
+EXPECTED_LABELS = {"NVIDIA H100 80GB HBM3": "H100", "NVIDIA H200": "H200", "NVIDIA L4": "L4", "NVIDIA A10G": "A10G", "NVIDIA A100-SXM4-80GB": "A100"}
+
+
+@pytest.mark.parametrize("gpu_name,constant", RAY_LABELS, ids=[n for n, _ in RAY_LABELS])
+def test_rays_private_gpu_naming_is_pinned(gpu_name, constant):
+    # preflight reads Ray's private NvidiaGPUAcceleratorManager._gpu_name_to_accelerator_type;
+    # a Ray that drops or changes it turns the GPU-type check off silently, so fail here
+    # instead: check ray_accelerator_type against this installed Ray before upgrading the pin.
+    import ray.util.accelerators as public
+
+    label = preflight.ray_accelerator_type(gpu_name)
+    assert label == EXPECTED_LABELS[gpu_name], f"Ray {__import__('ray').__version__} names {gpu_name!r} {label!r}"
+    if constant:
+        assert label == getattr(public, constant)
+
+
+def test_every_gpu_profile_names_a_type_ray_gives_its_cards():
+    labels = set(EXPECTED_LABELS.values())
+    profiles = sorted((ROOT / "conf" / "hw").glob("*.yaml"))
+    wanted = {path.stem: compose_config(f"hw={path.stem}").hw.accelerator_type for path in profiles}
+    assert {name for name, label in wanted.items() if label} >= {"h100", "l4", "a10g"}
+    for name, label in wanted.items():
+        assert label is None or label in labels, f"hw={name}: accelerator_type={label} is no label Ray gives a GPU"
+
+
+GPUS = [
+    {"index": "0", "name": "NVIDIA H100 80GB HBM3", "uuid": "GPU-5a1c2f3e-0000-1111-2222-333344445555"},
+    {"index": "1", "name": "NVIDIA H200", "uuid": "GPU-9b8d7c6e-aaaa-bbbb-cccc-ddddeeeeffff"},
+    {"index": "2", "name": "NVIDIA L4", "uuid": "GPU-0f0e0d0c-1234-5678-9abc-def012345678"},
+]
+
+
+def fake_nvidia_smi(fields, units=True):
+    """What `nvidia-smi --query-gpu=<fields> --format=csv,noheader` prints on a three-GPU machine."""
+    return [[gpu[f] for f in fields.split(",")] for gpu in GPUS]
+
+
+@pytest.mark.parametrize(
+    "visible,names",
+    [
+        (None, ["NVIDIA H100 80GB HBM3", "NVIDIA H200", "NVIDIA L4"]),
+        ("2,0", ["NVIDIA L4", "NVIDIA H100 80GB HBM3"]),
+        ("GPU-9b8d7c6e-aaaa-bbbb-cccc-ddddeeeeffff", ["NVIDIA H200"]),
+        ("GPU-0f0e0d0c,GPU-5a1c", ["NVIDIA L4", "NVIDIA H100 80GB HBM3"]),  # CUDA takes unique prefixes
+        ("GPU-9b8d7c6e-aaaa-bbbb-cccc-ddddeeeeffff,GPU-ffffffff", ["NVIDIA H200"]),  # CUDA stops at the first unknown
+        ("", []),
+        ("-1", []),
+    ],
+)
+def test_visible_gpus_by_index_or_uuid(monkeypatch, visible, names):
+    # Seen: CUDA_VISIBLE_DEVICES=GPU-<uuid> (as schedulers set it) read as "every GPU".
+    monkeypatch.setattr(preflight.gpus, "query", fake_nvidia_smi)
+    if visible is None:
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    else:
+        monkeypatch.setenv("CUDA_VISIBLE_DEVICES", visible)
+    assert preflight.local_gpu_names() == names
+
+
+def test_an_index_past_the_last_gpu_ends_the_list_as_cuda_reads_it(monkeypatch):
+    monkeypatch.setattr(preflight.gpus, "query", fake_nvidia_smi)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,7,0")
+    assert preflight.local_gpu_names() == ["NVIDIA H200"]
