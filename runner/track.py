@@ -1,5 +1,6 @@
-"""Re-log a finished run folder to MLflow: `python -m runner.track outputs/runs/<run>`.
+"""Re-log a finished run to MLflow: `python -m runner.track <run location>`.
 
+The location is the run's folder (outputs/runs/<run>) or its URI (s3://bucket/runs/<run>).
 For a run whose tracking store could not be reached; the results stay where they were.
 """
 
@@ -7,17 +8,18 @@ import argparse
 import logging
 from pathlib import Path
 
-from runner import tracking
+from runner import storage, tracking
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("run_dir", type=Path)
+    # A string, not a Path: Path("s3://b/run") would fold the URI's "//".
+    parser.add_argument("run_dir", help="the run's folder or URI")
     parser.add_argument("--outputs-root", type=Path, default=Path("outputs"))
     parser.add_argument("--uri", help="log to this tracking store instead of the one the run was configured with")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO)
-    run_id = tracking.log_run_folder(args.run_dir, args.outputs_root, uri=args.uri)
+    run_id = tracking.log_run_folder(storage.resolve(args.run_dir), args.outputs_root, uri=args.uri)
     print(f"logged {args.run_dir} as MLflow run {run_id}")
 
 

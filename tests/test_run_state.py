@@ -148,3 +148,36 @@ def test_checks_name_a_bucket_that_cannot_be_read_or_written_before_anything_sta
     assert preflight.check_run_location(storage.resolve(f"{bucket}/runs/r1"), resume=False) == []
     left = s3.client().list_objects_v2(Bucket="probe-ok").get("Contents", [])
     assert all(o["Key"].endswith("/") and o["Size"] == 0 for o in left), left
+
+
+def test_a_run_in_s3_is_logged_to_mlflow_from_its_uri(s3, monkeypatch, tmp_path):
+    """`python -m runner.track s3://...` reads the run's config, figures and rows from the bucket."""
+    import os
+    import subprocess
+    import sys
+
+    import mlflow
+    import yaml
+
+    from tests.conftest import compose_config
+    from tests.e2e_helpers import ROOT
+
+    for key, value in s3.env.items():
+        monkeypatch.setenv(key, value)
+    from omegaconf import OmegaConf
+
+    run = storage.resolve(s3.create_bucket("track-test") + "/runs/r1")
+    run.child("config.yaml").write_text(yaml.safe_dump(OmegaConf.to_container(compose_config(), resolve=True)))
+    run.child("metrics.json").write_text(json.dumps({"status": "finished", "metrics": {"rows_ok": 2.0}, "prompt_columns": ["article"]}))
+    buffer = pa.BufferOutputStream()
+    pq.write_table(rows(["a", "b"]), buffer)
+    run.child("results", "one.parquet").write_bytes(buffer.getvalue().to_pybytes())
+    store = f"sqlite:///{tmp_path}/relogged.db"
+    done = subprocess.run(
+        [sys.executable, "-m", "runner.track", run.uri, "--uri", store, "--outputs-root", str(tmp_path / "outputs")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    mlflow.set_tracking_uri(store)
+    logged = mlflow.search_runs(experiment_names=["runner"]).iloc[0]
+    assert logged["metrics.rows_ok"] == 2 and logged["tags.runner.run_uri"] == run.uri
