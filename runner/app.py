@@ -40,10 +40,6 @@ class RunOutcome:
     already_finished: bool = False
     counts: Dict[str, int] = field(default_factory=dict)
 
-    @property
-    def run_dir(self) -> Location:
-        return self.location
-
 
 def run_location(config: Dict[str, Any], run_dir: Path, outputs_root: Path) -> Location:
     """Where the run's state lives: under output.uri when set (the Hydra folder's path below
@@ -114,8 +110,9 @@ def _scan_input(config: Dict[str, Any], reader):
     ids. Returns the scan and the problems that stop the run (reported with the length check's)."""
     started = time.time()
     scan = reader.scan()
+    level = logging.WARNING if scan.bad_rows or scan.ignored_files else logging.INFO
     for note in scan.notes():
-        log.warning("input: %s", note) if scan.bad_rows or scan.ignored_files else log.info("input: %s", note)
+        log.log(level, "input: %s", note)
     problems = []
     duplicates = scan.duplicate_problem()
     if duplicates:

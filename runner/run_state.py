@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Set
@@ -182,7 +183,5 @@ def quarantine(folder: Location, relative: str, error: Exception) -> None:
     target = folder.child(UNREADABLE, relative.replace("/", "__"))
     log.warning("%s cannot be read (%s): a killed writer left it; moved to %s, its rows run again", source, error, target)
     if folder.is_local:
-        import os
-
         os.makedirs(target.path.rsplit("/", 1)[0], exist_ok=True)
     source.move_to(target)
