@@ -17,11 +17,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
-from runner import faults, prompt, readers, redaction, results, run_state
+from runner import cluster, faults, prompt, readers, redaction, results, run_state
 from runner.models import ModelLocation
 from runner.storage import Location
 
 log = logging.getLogger(__name__)
+
+
+class EngineNotReady(RuntimeError):
+    """The engine replicas were not placed and loaded within ray.engine_start_timeout_s."""
 
 
 @dataclass
@@ -60,19 +64,43 @@ def worker_env(cfg: Mapping[str, Any], hub_token: Optional[str] = None) -> Dict[
 
 
 def start_ray(cfg: Mapping[str, Any], env: Dict[str, str]) -> None:
+    """Join the cluster ray.address or RAY_ADDRESS names (runner.cluster), else start a local Ray."""
     import ray
 
     if ray.is_initialized():
         return
-    kwargs: Dict[str, Any] = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
-    if cfg["ray"].get("address"):
-        kwargs["address"] = cfg["ray"]["address"]
-    else:
-        # The dashboard's processes start beside the engine and take CPU it needs to start.
-        kwargs["include_dashboard"] = bool(cfg["ray"]["dashboard"])
-        if cfg["ray"].get("num_cpus"):
-            kwargs["num_cpus"] = int(cfg["ray"]["num_cpus"])
+    if cluster.target(cfg["ray"]):
+        cluster.connect(cfg, env)
+        return
+    # "local" overrides a RAY_ADDRESS in the environment.
+    kwargs: Dict[str, Any] = {"address": "local", "runtime_env": {"env_vars": env}, "log_to_driver": True}
+    # The dashboard's processes start beside the engine and take CPU it needs to start.
+    kwargs["include_dashboard"] = bool(cfg["ray"]["dashboard"])
+    if cfg["ray"].get("num_cpus"):
+        kwargs["num_cpus"] = int(cfg["ray"]["num_cpus"])
     ray.init(**kwargs)
+
+
+def configure_data_context(cfg: Mapping[str, Any]) -> None:
+    """Ray Data settings of the run, on the driver's current DataContext."""
+    import warnings
+
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    # Which rows are done is read from the results (runner.run_state), not a checkpoint.
+    context.checkpoint_config = None
+    # Every engine replica is up before the first batch goes out, or the first one up takes
+    # them all (up to 2 x max_concurrent_batches in flight): with processor.concurrency=2
+    # on two nodes both batches of a 32-row job went to one. The same wait bounds a run
+    # whose engines can never be placed, which Ray would otherwise wait on forever.
+    context.wait_for_min_actors_s = int(cfg["ray"]["engine_start_timeout_s"])
+    if int(cfg["processor"]["concurrency"]) > 1:
+        # Locality sends a block to the replica on the node that holds it until that one is
+        # full; rows are small next to generating from them, so the least busy replica wins.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            context.execution_options.actor_locality_enabled = False
 
 
 ROW_ERROR = "__runner_error__"
@@ -193,11 +221,15 @@ def stop_ray(grace_s: float = 15.0) -> List[int]:
     Engine processes outlive `ray.shutdown()` by tens of seconds, holding a core: the next
     job of a sweep would be measured against them, and Ctrl-C would leave them behind.
     Everything a local Ray starts descends from this process, so those are waited for and,
-    after the grace period, killed.
+    after the grace period, killed. A joined cluster's processes are not ours: there the
+    run's own actors are ended and the driver disconnects (runner.cluster.disconnect).
     """
     import psutil
     import ray
 
+    if cluster.current() is not None:
+        cluster.disconnect(grace_s=max(grace_s, 30.0))
+        return []
     descendants = psutil.Process().children(recursive=True)
     ray.shutdown()
     _, alive = psutil.wait_procs(descendants, timeout=grace_s)
@@ -219,24 +251,31 @@ def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader
     Data checkpoint is kept: a checkpoint written after the results could lag them, and
     one deleted at the end could make a resume run everything again.
     """
+    from ray.exceptions import GetTimeoutError
+
     started_at = time.time()
     env = worker_env(cfg)
     start_ray(cfg, env)
     try:
-        from ray.data import DataContext
-
-        DataContext.get_current().checkpoint_config = None
+        configure_data_context(cfg)
         faults.reached("ray_started")
-        dataset = reader.ray_dataset(scan, done_ids)
+        dataset = reader.ray_dataset(scan, done_ids, **cluster.read_remote_args(reader))
         original_columns = [name for name in scan.schema.names if name != readers.INPUT_ERROR_COLUMN]
         processor = build_processor(cfg, model, env, original_columns)
         out = processor(dataset)
         results = location.child(run_state.RESULTS)
-        with _kill_point_after_results(results):
-            if cfg["output"]["format"] == "jsonl":
-                out.write_json(results.path, filesystem=results.fs)
-            else:
-                out.write_parquet(results.path, filesystem=results.fs)
+        try:
+            with _kill_point_after_results(results):
+                if cfg["output"]["format"] == "jsonl":
+                    out.write_json(results.path, filesystem=results.fs)
+                else:
+                    out.write_parquet(results.path, filesystem=results.fs)
+        except GetTimeoutError:
+            # Ray Data's wait for the replicas (configure_data_context) is the only timed wait.
+            raise EngineNotReady(
+                f"the engine's {cfg['processor']['concurrency']} replica(s) did not start within "
+                f"ray.engine_start_timeout_s={cfg['ray']['engine_start_timeout_s']} s: {cluster.unplaced_engines(cfg)}"
+            ) from None
         return PipelineRun(results_dir=results, started_at=started_at, finished_at=time.time())
     finally:
         stop_ray()
