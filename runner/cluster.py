@@ -364,18 +364,24 @@ def publish_model(folder: str, root: Location) -> str:
     return target.uri if not target.is_local else target.path
 
 
-def read_remote_args(reader) -> Dict[str, Any]:
-    """Local input is read on the driver's node: its path means nothing on the others."""
+def read_remote_args(reader, num_cpus: float) -> Dict[str, Any]:
+    """Ray options of the input's read tasks.
+
+    They ask for `num_cpus` (the light stages' share): a whole CPU each, Ray Data's default,
+    never fit beside CPU engine replicas sized to their nodes (4 CPUs, 3 per replica, and
+    the read task waited forever). On a cluster, local input is read on the driver's node:
+    its path means nothing on the others.
+    """
+    args: Dict[str, Any] = {"num_cpus": num_cpus}
     cluster = current()
     location = getattr(reader, "location", None)
-    if cluster is None or location is None or not location.is_local:
-        return {}
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+    if cluster is not None and location is not None and location.is_local:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    args: Dict[str, Any] = {"scheduling_strategy": NodeAffinitySchedulingStrategy(cluster.driver_node, soft=False)}
-    driver = next((n for n in cluster.nodes if n["NodeID"] == cluster.driver_node), None)
-    if driver is not None and not driver["Resources"].get("CPU"):
-        args["num_cpus"] = 0  # a head node kept free of work (KubeRay's advice) still reads its own disk
+        args["scheduling_strategy"] = NodeAffinitySchedulingStrategy(cluster.driver_node, soft=False)
+        driver = next((n for n in cluster.nodes if n["NodeID"] == cluster.driver_node), None)
+        if driver is not None and not driver["Resources"].get("CPU"):
+            args["num_cpus"] = 0  # a head node kept free of work (KubeRay's advice) still reads its own disk
     return {"ray_remote_args": args}
 
 

@@ -259,7 +259,10 @@ def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader
     try:
         configure_data_context(cfg)
         faults.reached("ray_started")
-        dataset = reader.ray_dataset(scan, done_ids, **cluster.read_remote_args(reader))
+        light_cpus = float(cfg["processor"]["light_stage_num_cpus"])
+        dataset = reader.ray_dataset(scan, done_ids, **cluster.read_remote_args(reader, light_cpus))
+        if int(cfg["processor"]["concurrency"]) > 1:
+            dataset = _one_batch_per_block(dataset, int(cfg["processor"]["batch_size"]), light_cpus)
         original_columns = [name for name in scan.schema.names if name != readers.INPUT_ERROR_COLUMN]
         processor = build_processor(cfg, model, env, original_columns)
         out = processor(dataset)
@@ -279,6 +282,21 @@ def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader
         return PipelineRun(results_dir=results, started_at=started_at, finished_at=time.time())
     finally:
         stop_ray()
+
+
+def _one_batch_per_block(dataset, rows: int, num_cpus: float):
+    """The rows re-cut into blocks of one batch, as they stream (no barrier).
+
+    A read block (a chunk, up to ~1,000 rows) goes to one replica whole and its batches run
+    there one after another: 32 rows in one chunk kept the second replica idle. Ray Data
+    gives this step no way to set its CPUs and asks a whole one, which never fit beside CPU
+    replicas sized to their nodes (the run waited forever); it gets the light stages' share.
+    """
+    split = dataset.repartition(target_num_rows_per_block=rows)
+    op = getattr(getattr(split, "_logical_plan", None), "dag", None)
+    if isinstance(getattr(op, "ray_remote_args", None), dict):
+        op.ray_remote_args["num_cpus"] = num_cpus
+    return split
 
 
 @contextlib.contextmanager

@@ -8,8 +8,8 @@
 
 Both nodes hide /work (this machine's source trees, where the editable install of `runner`
 points), so a worker imports only the code the run ships to it. The second node also has
-its own /tmp and ~/.cache (tmpfs): it cannot see the driver's run folder, the embedded
-model's converted copy or the hub cache, as a separate machine could not. Every address is
+its own /tmp, ~/.cache (tmpfs) and home (in that /tmp): it cannot see the driver's run
+folder, the embedded model's converted copy or the hub cache, as a separate machine could not. Every address is
 loopback. Token auth is off (RAY_AUTH_MODE=disabled): a throwaway cluster of one user.
 Needs root (unshare, mount).
 """
@@ -36,6 +36,9 @@ RAY_CLI = str(Path(sys.executable).parent / "ray")
 START_TIMEOUT_S = 120.0
 HIDDEN_FROM_EVERY_NODE = ("/work",)
 PRIVATE_TO_SECOND_NODE = ("/tmp", str(Path.home() / ".cache"))
+# The second node's home, inside its private /tmp: what a process there writes under ~ (Ray
+# Data LLM's download locks, caches) must not meet the head's, as on another machine.
+SECOND_NODE_HOME = "/tmp/home"
 
 
 @dataclass
@@ -69,8 +72,11 @@ class Cluster:
         """The node's filesystem as its processes see it (its private mounts included)."""
         return Path(f"/proc/{self.nodes[index].pid}/root")
 
-    def session_logs(self, index: int) -> Path:
-        return self.node_view(index) / self.nodes[index].temp_dir.lstrip("/") / "session_latest" / "logs"
+    def session_dirs(self, index: int) -> List[Path]:
+        """The node's Ray session folders (logs, runtime resources), as the node sees them.
+        A worker node makes no session_latest link, hence the glob."""
+        root = self.node_view(index) / self.nodes[index].temp_dir.lstrip("/")
+        return [p for p in root.glob("session_2*") if p.is_dir() and not p.is_symlink()]
 
     def ray_state(self) -> dict:
         """Nodes and actors as the cluster's GCS sees them, read by a separate driver."""
@@ -80,7 +86,8 @@ class Cluster:
             "from ray._private import state\n"
             "nodes = [{'id': n['NodeID'], 'alive': n['Alive'], 'resources': n['Resources']} for n in ray.nodes()]\n"
             "actors = [{'id': a['ActorID'], 'state': a['State'], 'name': a['Name'], 'class': a['ActorClassName'],\n"
-            "           'job': a['JobID'], 'pid': a['Pid'], 'node': a['Address']['NodeID']} for a in state.actors().values()]\n"
+            "           'job': a['JobID'], 'pid': a['Pid'], 'node': a['Address']['NodeID'], 'detached': a['IsDetached']}\n"
+            "          for a in state.actors().values()]\n"
             "print('STATE' + json.dumps({'nodes': nodes, 'actors': actors}))\n"
             "ray.shutdown()\n"
         )
@@ -100,10 +107,22 @@ def _node_env(extra: Optional[Dict[str, str]]) -> Dict[str, str]:
     return env
 
 
-def _in_namespace(command: List[str], tmpfs_over) -> List[str]:
-    """`command` in a private mount namespace, with a fresh tmpfs over each of `tmpfs_over`."""
-    mounts = " && ".join(f"mount -t tmpfs tmpfs {path}" for path in tmpfs_over)
-    script = f"{mounts} && cd / && exec \"$@\""
+def _in_namespace(command: List[str], tmpfs_over, home: Optional[str] = None) -> List[str]:
+    """`command` in a private mount namespace, with a fresh tmpfs over each of `tmpfs_over`.
+
+    A watchdog in the node's process group ends the node if this process dies without its
+    clean-up (SIGKILL, a CI timeout): a leftover cluster would hold cores others share.
+    """
+    lines = ["set -e", *(f"mount -t tmpfs tmpfs {path}" for path in tmpfs_over)]
+    if home:
+        lines += [f"mkdir -p {home}", f"export HOME={home}"]
+    lines += [
+        # The node's processes must not keep a working directory on a folder the tmpfs hides.
+        "cd /",
+        f"(while kill -0 {os.getpid()} 2>/dev/null; do sleep 2; done; kill -TERM 0; sleep 10; kill -KILL 0) &",
+        'exec "$@"',
+    ]
+    script = "\n".join(lines)
     return ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "node", *command]
 
 
@@ -111,7 +130,7 @@ def _start(command: List[str], env: Dict[str, str], log_path: Path, temp_dir: st
     with open(log_path, "wb") as log:
         # Its own session: the kill points of a run (its process group) and Ctrl-C aimed at
         # pytest never reach the cluster, and every process of the node is found by it.
-        proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(command, env=env, cwd="/", stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return Node(pid=proc.pid, log_path=log_path, temp_dir=temp_dir)
 
 
@@ -178,15 +197,32 @@ def ray_cluster(cpus_per_node: int = 4, env: Optional[Dict[str, str]] = None) ->
     ]
     worker_command = [RAY_CLI, "start", f"--address={address}", *node_args(worker_ports, 31000)]
     cluster = Cluster(address=address, dashboard=f"http://127.0.0.1:{head_ports['dashboard']}", env=node_env)
+    previous = _raise_on_sigterm()
     try:
         cluster.nodes.append(_start(_in_namespace(head_command, HIDDEN_FROM_EVERY_NODE), node_env, work / "head.log", head_temp))
         _wait_for_nodes(cluster, 1)
         cluster.nodes.append(
             _start(
-                _in_namespace(worker_command, HIDDEN_FROM_EVERY_NODE + PRIVATE_TO_SECOND_NODE), node_env, work / "node2.log", head_temp,
+                _in_namespace(worker_command, HIDDEN_FROM_EVERY_NODE + PRIVATE_TO_SECOND_NODE, SECOND_NODE_HOME), node_env, work / "node2.log", head_temp,
             )
         )
         _wait_for_nodes(cluster, 2)
         yield cluster
     finally:
         stop(cluster)
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _raise_on_sigterm():
+    """A SIGTERM (a CI timeout) ends this process through its clean-up, which stops the
+    cluster, instead of at once."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    return signal.signal(signal.SIGTERM, handler)
