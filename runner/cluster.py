@@ -116,7 +116,10 @@ def driver_runtime_env(env: Mapping[str, str], job_env: Mapping[str, Any], cwd: 
     env_vars = {k: v for k, v in env.items() if k not in job_vars}
     for name in sorted(set(env) & set(job_vars)):
         if str(job_vars[name]) != str(env[name]):
-            log.info("the job's runtime_env sets %s; its value is kept over hw.env's", name)
+            log.info(
+                "%s is set by the job's runtime_env and by hw.env: the job's processes keep the job's, the engine "
+                "and its stages get hw.env's", name,
+            )
     if env_vars:
         ours["env_vars"] = env_vars
     working_dir_has_runner = bool(job_env.get("working_dir")) and _inside(RUNNER_DIR, cwd or Path.cwd())

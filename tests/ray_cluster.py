@@ -11,7 +11,8 @@ points), so a worker imports only the code the run ships to it. The second node 
 its own /tmp, ~/.cache (tmpfs) and home (in that /tmp): it cannot see the driver's run
 folder, the embedded model's converted copy or the hub cache, as a separate machine could not. Every address is
 loopback. Token auth is off (RAY_AUTH_MODE=disabled): a throwaway cluster of one user.
-Needs root (unshare, mount).
+Needs root (unshare, mount). The cluster's logs are removed with it unless
+RUNNER_KEEP_CLUSTER_LOGS is set.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -77,6 +79,14 @@ class Cluster:
         A worker node makes no session_latest link, hence the glob."""
         root = self.node_view(index) / self.nodes[index].temp_dir.lstrip("/")
         return [p for p in root.glob("session_2*") if p.is_dir() and not p.is_symlink()]
+
+    def node_of_worker(self, pid: int) -> Optional[int]:
+        """Which node ran the Ray worker with this pid (from its log file's name)."""
+        for index in range(len(self.nodes)):
+            for session in self.session_dirs(index):
+                if any((session / "logs").glob(f"python-core-worker-*_{pid}.log")):
+                    return index
+        return None
 
     def ray_state(self) -> dict:
         """Nodes and actors as the cluster's GCS sees them, read by a separate driver."""
@@ -155,7 +165,7 @@ def _wait_for_nodes(cluster: Cluster, wanted: int) -> None:
     raise RuntimeError(f"the cluster did not reach {wanted} nodes in {START_TIMEOUT_S:.0f} s: {last}")
 
 
-def stop(cluster: Cluster, grace_s: float = 15.0) -> None:
+def stop(cluster: Cluster, grace_s: float = 5.0) -> None:
     """SIGTERM every process of each node (found by its session), then SIGKILL what is left."""
     procs = [p for node in cluster.nodes for p in node.processes()]
     for proc in procs:
@@ -210,6 +220,8 @@ def ray_cluster(cpus_per_node: int = 4, env: Optional[Dict[str, str]] = None) ->
         yield cluster
     finally:
         stop(cluster)
+        if not os.environ.get("RUNNER_KEEP_CLUSTER_LOGS"):
+            shutil.rmtree(work, ignore_errors=True)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
