@@ -33,6 +33,8 @@ RUNNER_DIR = Path(__file__).resolve().parent
 # A published model's files are complete once this is written (last), with what it was copied from.
 PUBLISHED_MARKER = ".runner-published"
 MODELS_FOLDER = "models"
+# The label Ray gives every node: its id.
+NODE_ID_LABEL = "ray.io/node-id"
 NODE_PROBE_TIMEOUT_S = 120.0
 JOB_SUBMIT_FIX = (
     "submit the run as a Ray job instead: ray job submit --address http://<head>:8265 --working-dir . -- "
@@ -103,8 +105,19 @@ def job_runtime_env(environ: Optional[Mapping[str, str]] = None) -> Dict[str, An
         return {}
 
 
+def without_job_env(env: Mapping[str, str], job_env: Optional[Mapping[str, Any]] = None) -> Dict[str, str]:
+    """hw.env's variables less those the job's runtime_env sets: inside a Ray job every
+    ray.init (ours, and Ray Data LLM's own while it builds the processor) merges its
+    runtime_env with the job's and fails on a key both set. The job's value is the one used."""
+    job_vars = (job_runtime_env() if job_env is None else job_env).get("env_vars") or {}
+    for name in sorted(set(env) & set(job_vars)):
+        if str(job_vars[name]) != str(env[name]):
+            log.info("%s is set by the job's runtime_env (%s) and by hw.env (%s): the job's value is used", name, job_vars[name], env[name])
+    return {k: v for k, v in env.items() if k not in job_vars}
+
+
 def driver_runtime_env(env: Mapping[str, str], job_env: Mapping[str, Any], cwd: Optional[Path] = None) -> Dict[str, Any]:
-    """What ray.init adds to the job's runtime_env: Ray refuses a key both set, so the job's
+    """What ray.init adds to the job's runtime_env; Ray refuses a key both set, so the job's
     own win (its env vars, its working_dir or py_modules).
 
     The runner's code must reach every worker: a job submitted with --working-dir . from the
@@ -112,14 +125,7 @@ def driver_runtime_env(env: Mapping[str, str], job_env: Mapping[str, Any], cwd: 
     uploads it once; each node unpacks it for its workers).
     """
     ours: Dict[str, Any] = {}
-    job_vars = job_env.get("env_vars") or {}
-    env_vars = {k: v for k, v in env.items() if k not in job_vars}
-    for name in sorted(set(env) & set(job_vars)):
-        if str(job_vars[name]) != str(env[name]):
-            log.info(
-                "%s is set by the job's runtime_env and by hw.env: the job's processes keep the job's, the engine "
-                "and its stages get hw.env's", name,
-            )
+    env_vars = without_job_env(env, job_env)
     if env_vars:
         ours["env_vars"] = env_vars
     working_dir_has_runner = bool(job_env.get("working_dir")) and _inside(RUNNER_DIR, cwd or Path.cwd())
@@ -245,12 +251,17 @@ def resource_problems(cfg: Mapping[str, Any], cluster: Cluster) -> List[str]:
     if hw["gpus_per_replica"]:
         per_replica, wanted = int(hw["gpus_per_replica"]), hw["accelerator_type"]
         types = sorted({k.split(":", 1)[1] for r in nodes for k in r if k.startswith("accelerator_type:")})
+        any_gpus = any(r.get("GPU") for r in nodes)
         if wanted and wanted not in types:
-            have = f"GPUs of type {', '.join(types)}" if types else "no typed GPUs"
-            fix = f"hw.accelerator_type={types[0]} or " if types else ""
+            if types:
+                have, fix = f"GPUs of type {', '.join(types)}", f"hw.accelerator_type={types[0]}, or hw.accelerator_type=null for any GPU"
+            elif any_gpus:
+                have, fix = "GPUs without a type label", "hw.accelerator_type=null for any GPU"
+            else:
+                have, fix = "no GPUs", "hw=cpu"
             return [
                 f"hw.accelerator_type={wanted} (hw={hw['name']}), but {where} has {have}, so Ray would never place the "
-                f"engine. Fix: {fix}hw.accelerator_type=null for any GPU, or join a cluster with {wanted} GPUs{_autoscaling_hint()}"
+                f"engine. Fix: {fix}, or join a cluster with {wanted} GPUs{_autoscaling_hint()}"
             ]
         gpus = int(sum(r.get("GPU", 0) for r in nodes if not wanted or f"accelerator_type:{wanted}" in r))
         kind = f"{wanted} " if wanted else ""
@@ -367,7 +378,7 @@ def publish_model(folder: str, root: Location) -> str:
     return target.uri if not target.is_local else target.path
 
 
-def read_remote_args(reader, num_cpus: float) -> Dict[str, Any]:
+def read_args(reader, num_cpus: float) -> Dict[str, Any]:
     """Ray options of the input's read tasks.
 
     They ask for `num_cpus` (the light stages' share): a whole CPU each, Ray Data's default,
@@ -379,31 +390,31 @@ def read_remote_args(reader, num_cpus: float) -> Dict[str, Any]:
     cluster = current()
     location = getattr(reader, "location", None)
     if cluster is not None and location is not None and location.is_local:
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        args["scheduling_strategy"] = NodeAffinitySchedulingStrategy(cluster.driver_node, soft=False)
+        args["label_selector"] = {NODE_ID_LABEL: cluster.driver_node}
         driver = next((n for n in cluster.nodes if n["NodeID"] == cluster.driver_node), None)
         if driver is not None and not driver["Resources"].get("CPU"):
             args["num_cpus"] = 0  # a head node kept free of work (KubeRay's advice) still reads its own disk
-    return {"ray_remote_args": args}
+    return args
 
 
 def unplaced_engines(cfg: Mapping[str, Any]) -> str:
-    """Why the engine replicas did not start, in words: placement groups still waiting, and
-    what the cluster has free."""
+    """Why the run's actors did not start, in words: replicas whose resources never came
+    (their placement groups still wait), else actors still loading."""
     import ray
 
     hw = cfg["hw"]
     pending = [
         pg for pg in ray.util.placement_group_table().values() if pg.get("state") in ("PENDING", "RESCHEDULING")
     ]
-    available = ray.available_resources()
-    free = ", ".join(f"{k} {v:g}" for k, v in sorted(available.items()) if k in ("CPU", "GPU") or k.startswith("accelerator_type:"))
+    free = ", ".join(f"{k} {v:g}" for k, v in sorted(ray.available_resources().items()) if k in ("CPU", "GPU") or k.startswith("accelerator_type:"))
     if pending:
         bundle = next(iter(pending[0]["bundles"].values()), {})
         return (
-            f"{len(pending)} replica(s) were never given their resources ({', '.join(f'{k} {v:g}' for k, v in bundle.items())} "
+            f"{len(pending)} engine replica(s) were never given their resources ({', '.join(f'{k} {v:g}' for k, v in bundle.items())} "
             f"each; free now: {free or 'nothing'}). Fix: free or add such resources, or lower processor.concurrency "
-            f"(hw={hw['name']}: {hw['gpus_per_replica']} GPU(s), {hw['cpus_per_replica']} CPU(s) per replica)"
+            f"(hw={hw['name']}: {hw['gpus_per_replica']} GPU(s), {hw['cpus_per_replica']:g} CPU(s) per replica)"
         )
-    return "their resources were granted, but they were still loading the model. Fix: raise ray.engine_start_timeout_s"
+    return (
+        "none was waiting for resources: they were still starting (loading the model, or a stage's tokenizer). "
+        "Fix: raise ray.engine_start_timeout_s"
+    )

@@ -256,11 +256,13 @@ def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader
     started_at = time.time()
     env = worker_env(cfg)
     start_ray(cfg, env)
+    if cluster.current() is not None:
+        env = cluster.without_job_env(env)
     try:
         configure_data_context(cfg)
         faults.reached("ray_started")
         light_cpus = float(cfg["processor"]["light_stage_num_cpus"])
-        dataset = reader.ray_dataset(scan, done_ids, **cluster.read_remote_args(reader, light_cpus))
+        dataset = reader.ray_dataset(scan, done_ids, **cluster.read_args(reader, light_cpus))
         if int(cfg["processor"]["concurrency"]) > 1:
             dataset = _one_batch_per_block(dataset, int(cfg["processor"]["batch_size"]), light_cpus)
         original_columns = [name for name in scan.schema.names if name != readers.INPUT_ERROR_COLUMN]
@@ -276,8 +278,8 @@ def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader
         except GetTimeoutError:
             # Ray Data's wait for the replicas (configure_data_context) is the only timed wait.
             raise EngineNotReady(
-                f"the engine's {cfg['processor']['concurrency']} replica(s) did not start within "
-                f"ray.engine_start_timeout_s={cfg['ray']['engine_start_timeout_s']} s: {cluster.unplaced_engines(cfg)}"
+                f"the run's actors did not start within ray.engine_start_timeout_s={cfg['ray']['engine_start_timeout_s']} s: "
+                f"{cluster.unplaced_engines(cfg)}"
             ) from None
         return PipelineRun(results_dir=results, started_at=started_at, finished_at=time.time())
     finally:

@@ -134,8 +134,9 @@ class RayConfig:
     # The cluster adds nodes on demand (KubeRay or `ray up` autoscaler): resources it lacks
     # now are waited for instead of refused before the run.
     autoscaling: bool = False
-    # How long the engine replicas may take to be placed and loaded before the run stops
-    # (it stays resumable) instead of waiting forever for resources that never come.
+    # How long the engine replicas (and each stage's actors) may take to be placed and
+    # loaded before the run stops (it stays resumable), instead of waiting forever for
+    # resources that never come.
     engine_start_timeout_s: int = 1800
 
 

@@ -1,14 +1,14 @@
-"""On a real two-node Ray cluster that the run joins (tests/ray_cluster.py), input and runs on a
+"""On a real two-node Ray cluster that runs join (tests/ray_cluster.py), input and runs on a
 real S3 server on loopback (moto): the second node sees neither the driver's disk nor its
 home, and the runner's code reaches it only through the job's runtime_env.
 
-One cluster for the module (starting one costs ~10 s, and two vLLM engines starting side by
-side most of the rest); each test leaves it up, with none of the run's actors alive.
+One cluster for the module (starting one costs ~10 s; two vLLM engines starting side by side
+on the 2 cores most of the rest, which is why one scenario covers the submitted job, the
+kill and the resume); each test leaves it up, with none of the run's actors alive.
 """
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,7 +21,7 @@ import pytest
 from runner import storage
 from tests.e2e_helpers import ROOT, SAMPLE_NEWS
 from tests.ray_cluster import RAY_CLI, Cluster, ray_cluster
-from tests.test_exactly_once import TRICKLE, assert_exactly_once, ids_in, launch, ok_ids, write_input
+from tests.test_exactly_once import ids_in, launch, ok_ids
 
 pytestmark = pytest.mark.slow
 
@@ -29,6 +29,11 @@ PLANTED_AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/CLUSTERsecretKEY77"
 # 4 logical CPUs a node and 3 a replica: one replica fits on each node, never two on one.
 CPUS_PER_NODE = 4
 TWO_REPLICAS = ("processor.concurrency=2", "hw.cpus_per_replica=3")
+# Several result files, so that the kill falls mid-run, and blocks enough for both replicas
+# on the rows left to resume.
+FOUR_ROW_BATCHES = ("processor.batch_size=4",)
+NEWS_IDS = [json.loads(line)["id"] for line in SAMPLE_NEWS.read_text().splitlines()]
+NEWS_ROWS = len(NEWS_IDS)
 # What the run leaves on a node while an engine of it lives (Ray's worker, vLLM's processes).
 ENGINE_PROCESS_MARKERS = ("MapWorker", "VLLM", "EngineCore")
 # Ray Data's own detached actors, kept for the next run: Ray's, not the run's.
@@ -41,11 +46,10 @@ class Lab:
     bucket: str
     env: dict
     work: Path
-    expected_ids: list
 
-    def run(self, name, *args, kill_at=None):
+    def run(self, name, *args, kill_at=None, extra_env=None):
         """The runner in a process of its own; its output is also kept in <work>/<name>.log."""
-        env = {**self.env, "RAY_AUTH_MODE": "disabled"}
+        env = {**self.env, "RAY_AUTH_MODE": "disabled", **(extra_env or {})}
         done = launch(self.work, list(args), kill_at, env)
         (self.work / f"{name}.log").write_text(done.stdout + done.stderr)
         return done
@@ -66,9 +70,9 @@ def lab(s3, tmp_path_factory):
                     stream.write(text.encode())
             return write
 
-        expected = write_input(upload("input.jsonl"))
+        upload("news.jsonl")(SAMPLE_NEWS.read_text())
         with ray_cluster(cpus_per_node=CPUS_PER_NODE, env=env) as cluster:
-            yield Lab(cluster=cluster, bucket=bucket, env=env, work=tmp_path_factory.mktemp("cluster"), expected_ids=expected)
+            yield Lab(cluster=cluster, bucket=bucket, env=env, work=tmp_path_factory.mktemp("cluster"))
     finally:
         for name, value in saved.items():
             if value is None:
@@ -134,64 +138,57 @@ def test_refused_before_any_work_on_the_cluster(lab):
     assert "hw.accelerator_type=L4" in output and "ray.autoscaling=true" in output
     assert "the cluster has 2 nodes" in output and "output.uri=s3://" in output and "output.shared_mount=true" in output
     assert "Traceback" not in output and not (lab.work / "outputs/runs/refused").exists()
+    state = lab.cluster.ray_state()
+    # Local input is read on the driver's node by this label, which Ray gives every node.
+    assert all(n["labels"].get("ray.io/node-id") == n["id"] for n in state["nodes"]), state["nodes"]
     assert_cluster_up_and_the_run_gone(lab, timeout_s=10)
 
 
-def test_driver_killed_mid_run_resumes_each_row_once_with_both_replicas(lab):
-    run_uri = f"s3://{lab.bucket}/runs/runs/k"
-    killed = lab.run(
-        "killed", "runner", f"ray.address={lab.cluster.address}", *TRICKLE, *TWO_REPLICAS, "dataset=jsonl",
-        f"dataset.path=s3://{lab.bucket}/input/input.jsonl", f"output.uri=s3://{lab.bucket}/runs", "hydra.run.dir=outputs/runs/k",
-        kill_at="results_written:1",
+def test_default_job_submitted_killed_mid_run_and_resumed_each_row_once_on_both_nodes(lab):
+    """The default job, input and run on S3, two replicas (one a node), submitted with
+    `ray job submit --working-dir .`; its driver is SIGKILLed once the first results are
+    written (RUNNER_KILL_AT, from the job's runtime_env), and a driver started elsewhere
+    with only RAY_ADDRESS set finishes it with `python -m runner.resume s3://...`.
+
+    The job's runtime_env sets an env var hw=cpu sets too (merged, no conflict) and carries
+    the code (working_dir); the resuming driver ships it (py_modules)."""
+    run_uri = f"s3://{lab.bucket}/jobs/runs/job"
+    job_env = {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1", "RUNNER_KILL_AT": "results_written:1"}}
+    job = subprocess.run(
+        [
+            RAY_CLI, "job", "submit", "--address", lab.cluster.dashboard, "--working-dir", str(ROOT),
+            "--runtime-env-json", json.dumps(job_env), "--",
+            sys.executable, "-m", "runner", *TWO_REPLICAS, *FOUR_ROW_BATCHES, f"dataset.path=s3://{lab.bucket}/input/news.jsonl",
+            f"output.uri=s3://{lab.bucket}/jobs", "tracking.enabled=false", "hydra.run.dir=outputs/runs/job",
+        ],
+        cwd=ROOT, env={**lab.cluster.env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600,
     )
-    killed_output = killed.stdout + killed.stderr
-    assert killed.returncode == -signal.SIGKILL, killed_output[-4000:]
-    assert "joined the Ray cluster" in killed_output and "publishing model" in killed_output
+    job_output = job.stdout + job.stderr
+    (lab.work / "job.log").write_text(job_output)
+    assert job.returncode != 0 and "joined the Ray cluster" in job_output, job_output[-5000:]
+    assert "VLLM_CPU_KVCACHE_SPACE is set by the job's runtime_env (1) and by hw.env (2)" in job_output
+    assert "publishing model" in job_output
     written = ids_in(storage.resolve(run_uri).child("results"))
-    assert 0 < len(written) < len(lab.expected_ids) and len(set(written)) == len(written)
-    # The kill took the driver, not the cluster: its own processes are in their own sessions.
+    assert 0 < len(written) < NEWS_ROWS and len(set(written)) == len(written), job_output[-5000:]
+    # The kill took the job's driver, not the cluster.
     assert_cluster_up_and_the_run_gone(lab)
 
     before = batches_per_node(lab)
-    resumed = lab.run("resumed", "runner.resume", run_uri)
+    resumed = lab.run("resumed", "runner.resume", run_uri, extra_env={"RAY_ADDRESS": lab.cluster.address})
     output = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, output[-4000:]
-    assert_exactly_once(storage.resolve(run_uri), lab.expected_ids)
+    assert "joined the Ray cluster" in output
+    run = storage.resolve(run_uri)
+    ids = ok_ids(run)
+    assert sorted(ids) == sorted(NEWS_IDS) and len(ids) == NEWS_ROWS, ids  # every article once, none failed
+    assert json.loads(run.child("manifest.json").read_text())["status"] == "finished"
     # Each node's replica took batches; the second node's loaded the model it fetched from the
     # bucket into its own home (it cannot see the driver's converted copy).
     after = batches_per_node(lab)
     assert all(a > b for a, b in zip(after, before)), (before, after)
     assert "/tmp/home/.cache/huggingface" in output
     assert_cluster_up_and_the_run_gone(lab)
-    assert_no_secret_anywhere(lab, [killed_output, output])
-
-
-def test_submitted_as_a_ray_job(lab):
-    """`ray job submit --working-dir .` of the default job, its run on S3. Its input, the
-    bundled sample, is in the job's working directory on the head node only: it is read
-    there. The job's own runtime_env sets an env var hw=cpu sets too: merged, no conflict."""
-    job_env = {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}}
-    started = time.time()
-    done = subprocess.run(
-        [
-            RAY_CLI, "job", "submit", "--address", lab.cluster.dashboard, "--working-dir", str(ROOT),
-            "--runtime-env-json", json.dumps(job_env), "--",
-            sys.executable, "-m", "runner", f"output.uri=s3://{lab.bucket}/jobs",
-            "tracking.enabled=false", "hydra.run.dir=outputs/runs/job",
-        ],
-        cwd=ROOT, env={**lab.cluster.env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600,
-    )
-    output = done.stdout + done.stderr
-    (lab.work / "job.log").write_text(output)
-    assert done.returncode == 0 and "succeeded" in output, output[-5000:]
-    assert "joined the Ray cluster" in output and "VLLM_CPU_KVCACHE_SPACE is set by the job's runtime_env and by hw.env" in output
-    run = storage.resolve(f"s3://{lab.bucket}/jobs/runs/job")
-    manifest = json.loads(run.child("manifest.json").read_text())
-    assert manifest["status"] == "finished" and manifest["counts"]["rows_ok"] == 32
-    assert sorted(ok_ids(run)) == sorted(json.loads(line)["id"] for line in SAMPLE_NEWS.read_text().splitlines())
-    assert_cluster_up_and_the_run_gone(lab)
-    assert_no_secret_anywhere(lab, [output])
-    print(f"job: {time.time() - started:.1f} s")
+    assert_no_secret_anywhere(lab, [job_output, output])
 
 
 def test_an_engine_that_cannot_be_placed_stops_the_run_in_bounded_time(lab):
@@ -199,12 +196,12 @@ def test_an_engine_that_cannot_be_placed_stops_the_run_in_bounded_time(lab):
     run after ray.engine_start_timeout_s, with what was missing and the resume line."""
     started = time.time()
     done = lab.run(
-        "stuck", "runner", f"ray.address={lab.cluster.address}", "ray.autoscaling=true", "hw.cpus_per_replica=16", "ray.engine_start_timeout_s=5",
+        "stuck", "runner", f"ray.address={lab.cluster.address}", "ray.autoscaling=true", "hw.cpus_per_replica=16", "ray.engine_start_timeout_s=20",
         "tracking.enabled=false", f"output.uri=s3://{lab.bucket}/stuck", "hydra.run.dir=outputs/runs/stuck",
     )
     output = done.stdout + done.stderr
     assert done.returncode == 1, output[-4000:]
-    assert "did not start within ray.engine_start_timeout_s=5 s" in output and "CPU 16" in output
+    assert "did not start within ray.engine_start_timeout_s=20 s" in output and "never given their resources (CPU 16 each" in output
     assert f"python -m runner.resume s3://{lab.bucket}/stuck/runs/stuck" in output and "Traceback" not in output
     assert time.time() - started < 120
     assert_cluster_up_and_the_run_gone(lab, timeout_s=30)

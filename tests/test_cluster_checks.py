@@ -82,6 +82,8 @@ def test_gpus_the_cluster_lacks_are_refused_naming_the_fix():
     assert len(wrong_type) == 1 and "hw.accelerator_type=L4" in wrong_type[0] and "A10G" in wrong_type[0]
     assert "hw.accelerator_type=A10G" in wrong_type[0] and "ray.autoscaling=true" in wrong_type[0]
     assert cluster.resource_problems(config("hw=a10g"), a10g) == []
+    cpus_only = cluster.resource_problems(config("hw=l4"), joined(node()))
+    assert "has no GPUs" in cpus_only[0] and "Fix: hw=cpu" in cpus_only[0]
     too_many = cluster.resource_problems(config("hw=a10g", "processor.concurrency=3"), a10g)
     assert len(too_many) == 1 and "need 3" in too_many[0] and "processor.concurrency=2" in too_many[0]
     no_gpu = cluster.resource_problems(config("hw=h100", "hw.accelerator_type=null"), joined(node()))
@@ -140,3 +142,18 @@ def test_publishing_copies_once_and_again_only_when_the_files_change(tmp_path):
 def test_cluster_settings_cannot_be_out_of_range():
     problems = preflight.check_settings(config("ray.engine_start_timeout_s=0"))
     assert any(p.startswith("ray.engine_start_timeout_s=0 is out of range") for p in problems)
+
+
+def test_local_input_is_read_on_the_drivers_node(monkeypatch, tmp_path):
+    class Reader:
+        def __init__(self, location):
+            self.location = location
+
+    local, remote = Reader(storage.resolve(str(tmp_path))), Reader(None)
+    assert cluster.read_args(local, 0.25) == {"num_cpus": 0.25}  # a local Ray: every worker shares the disk
+    monkeypatch.setattr(cluster, "_current", joined(node(), node(node_id="n2")))
+    assert cluster.read_args(local, 0.25) == {"num_cpus": 0.25, "label_selector": {"ray.io/node-id": "n1" * 8}}
+    assert cluster.read_args(remote, 0.25) == {"num_cpus": 0.25}
+    # A head kept free of work (num-cpus 0) still reads its own disk.
+    monkeypatch.setattr(cluster, "_current", joined(node(cpus=0.0), node(node_id="n2")))
+    assert cluster.read_args(local, 0.25)["num_cpus"] == 0
