@@ -397,24 +397,47 @@ def read_args(reader, num_cpus: float) -> Dict[str, Any]:
     return args
 
 
+def replica_needs(hw: Mapping[str, Any]) -> Dict[str, float]:
+    """What one engine replica asks Ray for (runner.pipeline.processor_config's bundles)."""
+    if hw["gpus_per_replica"]:
+        needs = {"GPU": float(hw["gpus_per_replica"]), "CPU": float(hw["gpus_per_replica"])}
+        if hw["accelerator_type"]:
+            needs[f"accelerator_type:{hw['accelerator_type']}"] = 0.001
+        return needs
+    return {"CPU": float(hw["cpus_per_replica"])}
+
+
+def _holds(resources: Mapping[str, float], needs: Mapping[str, float]) -> bool:
+    return all(resources.get(name, 0.0) >= amount for name, amount in needs.items())
+
+
+def _words(resources: Mapping[str, float]) -> str:
+    shown = {k: v for k, v in resources.items() if k in ("CPU", "GPU")}
+    return ", ".join(f"{k} {v:g}" for k, v in sorted(shown.items())) or "none"
+
+
 def unplaced_engines(cfg: Mapping[str, Any]) -> str:
-    """Why the run's actors did not start, in words: replicas whose resources never came
-    (their placement groups still wait), else actors still loading."""
+    """Why the run's actors did not start, in words, from what each node has in all and what
+    is free now (Ray Data has ended the actors and their placement groups by then)."""
     import ray
 
-    hw = cfg["hw"]
-    pending = [
-        pg for pg in ray.util.placement_group_table().values() if pg.get("state") in ("PENDING", "RESCHEDULING")
-    ]
-    free = ", ".join(f"{k} {v:g}" for k, v in sorted(ray.available_resources().items()) if k in ("CPU", "GPU") or k.startswith("accelerator_type:"))
-    if pending:
-        bundle = next(iter(pending[0]["bundles"].values()), {})
+    hw, replicas = cfg["hw"], int(cfg["processor"]["concurrency"])
+    needs = replica_needs(hw)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    per_replica = f"{_words(needs)}{' of type ' + hw['accelerator_type'] if hw['gpus_per_replica'] and hw['accelerator_type'] else ''}"
+    if not any(_holds(n["Resources"], needs) for n in nodes):
+        largest = max((n["Resources"] for n in nodes), key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
         return (
-            f"{len(pending)} engine replica(s) were never given their resources ({', '.join(f'{k} {v:g}' for k, v in bundle.items())} "
-            f"each; free now: {free or 'nothing'}). Fix: free or add such resources, or lower processor.concurrency "
-            f"(hw={hw['name']}: {hw['gpus_per_replica']} GPU(s), {hw['cpus_per_replica']:g} CPU(s) per replica)"
+            f"no node could ever hold an engine replica ({per_replica} each; the largest node has {_words(largest)}), and "
+            f"none was added meanwhile. Fix: hw.cpus_per_replica / hw.gpus_per_replica within a node, or a cluster with such nodes"
+        )
+    free = ray.available_resources()
+    if not _holds(free, {k: v * replicas for k, v in needs.items()}):
+        return (
+            f"processor.concurrency={replicas} replica(s) of {per_replica} do not fit in what the cluster has free "
+            f"({_words(free)}): other work holds the rest. Fix: run when it is done, or lower processor.concurrency"
         )
     return (
-        "none was waiting for resources: they were still starting (loading the model, or a stage's tokenizer). "
+        "their resources are free: they were still starting (loading the model, or a stage's tokenizer). "
         "Fix: raise ray.engine_start_timeout_s"
     )

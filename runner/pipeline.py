@@ -23,6 +23,13 @@ from runner.storage import Location
 
 log = logging.getLogger(__name__)
 
+# Ray Data reserves a run's share of the cluster through a coordinator actor that every job
+# on it shares, renews the reservation every 10 s and lets it lapse after 180 s. A driver
+# killed mid-run leaves its reservation behind that long, and a resume started meanwhile was
+# told the cluster had 0 CPUs to spare: one task at a time, one replica used. 30 s frees it
+# soon after. Read when ray.data is first imported, which is after this.
+os.environ.setdefault("RAY_DATA_AUTOSCALING_REQUEST_EXPIRE_TIME_S", "30")
+
 
 class EngineNotReady(RuntimeError):
     """The engine replicas were not placed and loaded within ray.engine_start_timeout_s."""
