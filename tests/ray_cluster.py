@@ -166,7 +166,7 @@ def _wait_for_nodes(cluster: Cluster, wanted: int) -> None:
     raise RuntimeError(f"the cluster did not reach {wanted} nodes in {START_TIMEOUT_S:.0f} s: {last}")
 
 
-def stop(cluster: Cluster, grace_s: float = 5.0) -> None:
+def stop(cluster: Cluster, grace_s: float = 2.0) -> None:
     """SIGTERM every process of each node (found by its session), then SIGKILL what is left."""
     procs = [p for node in cluster.nodes for p in node.processes()]
     for proc in procs:
