@@ -18,7 +18,8 @@ import yaml
 from omegaconf import DictConfig, OmegaConf
 
 from runner import (
-    accounting, faults, metrics, models, pipeline, plan, preflight, prompt, readers, redaction, run_state, samples, schema, storage, sysmon,
+    accounting, cluster, faults, metrics, models, pipeline, plan, preflight, prompt, readers, redaction, run_state, samples, schema, storage,
+    sysmon,
     tracking,
 )
 from runner.storage import Location
@@ -78,6 +79,32 @@ def run(
     config = OmegaConf.to_container(cfg, resolve=True)
     location = location or run_location(config, run_dir, outputs_root)
     reader = preflight.run_checks(config, location, resume)
+    if not cluster.target(config["ray"]):
+        return _run_checked(config, location, reader, outputs_root, parent_run_id, tags, resume, force)
+    try:
+        _join_and_check(config, location)
+        return _run_checked(config, location, reader, outputs_root, parent_run_id, tags, resume, force)
+    finally:
+        cluster.disconnect()  # the run's own actors end; nothing else of the cluster is touched
+
+
+def _join_and_check(config: Dict[str, Any], location: Location) -> None:
+    """Joining an existing cluster is cheap: it is asked what it has before any work."""
+    address = cluster.target(config["ray"])
+    try:
+        pipeline.start_ray(config, pipeline.worker_env(config))
+    except ConnectionError as error:
+        setting = f"ray.address={address}" if config["ray"].get("address") else f"RAY_ADDRESS={address} (in the environment)"
+        raise preflight.PreflightError([
+            f"{setting}: no Ray cluster answers there ({error}). Fix: the head's address (`ray status` on a node prints it; "
+            "ray.address=auto on a node of the cluster), or ray.address=local for a Ray of this run's own"
+        ]) from None
+    problems = cluster.check(config, cluster.current(), location)
+    if problems:
+        raise preflight.PreflightError(problems)
+
+
+def _run_checked(config, location: Location, reader, outputs_root: Path, parent_run_id, tags, resume: bool, force: bool) -> RunOutcome:
     scan, problems = _scan_input(config, reader)
     tracking_problem = tracking.probe(config["tracking"], outputs_root) if config["tracking"]["enabled"] else None
     model, lengths = _locate_and_check_lengths(config, reader, problems)
@@ -94,7 +121,7 @@ def run(
         return outcome
     if tracking_problem:
         log.warning("%s: the run goes on and writes its results; logging will be skipped", tracking_problem)
-    balanced = _execute(config, model, location, reader, scan, manifest, outcome)
+    balanced = _execute(config, model, location, reader, scan, manifest, outcome, outputs_root)
     if config["tracking"]["enabled"]:
         _track(config, location, outputs_root, parent_run_id, tags, tracking_problem, outcome)
     if not balanced:
@@ -164,7 +191,7 @@ def _locate_and_check_lengths(config: Dict[str, Any], reader, problems):
     return location, lengths
 
 
-def _execute(config, model: models.ModelLocation, location: Location, reader, scan, manifest, outcome: RunOutcome) -> bool:
+def _execute(config, model: models.ModelLocation, location: Location, reader, scan, manifest, outcome: RunOutcome, outputs_root: Path) -> bool:
     """Run the rows not yet done, account for every row, write the figures, seal the run."""
     id_column = manifest.id_column
     n = int(config["prompt"]["n"])
@@ -177,8 +204,15 @@ def _execute(config, model: models.ModelLocation, location: Location, reader, sc
         attempt = {"started_at": time.time(), "rows_to_run": to_run}
         manifest.attempts.append(attempt)
         run_state.save(location, manifest)
-        with sysmon.SystemMonitor() as monitor:
-            finished = pipeline.run(config, model, location, reader, scan, done, partly_done)
+        if cluster.needs_publishing(config, model.source):
+            # The driver's converted copy is on its disk only; the engines fetch this one.
+            published = cluster.publish_model(model.source, cluster.models_root(config, outputs_root))
+            model = models.ModelLocation(published, model.load_format, f"(published from {model.source})")
+        try:
+            with sysmon.SystemMonitor() as monitor:
+                finished = pipeline.run(config, model, location, reader, scan, done, partly_done)
+        except pipeline.EngineNotReady as error:
+            raise RunIncomplete(f"{error}. Rows already written are kept; finish it with: {resume_command(location)}") from None
         attempt.update(started_at=finished.started_at, finished_at=finished.finished_at)
         run_state.save(location, manifest)
         location.child(tracking.SYSTEM_CSV).write_text(monitor.csv_text())

@@ -2,7 +2,8 @@
 
 `RUNNER_KILL_AT=<point>` (optionally `<point>:<n>` for the n-th time the point is reached)
 makes the run SIGKILL its own process group there: the driver and everything it started
-die at once, as on a node failure. Unset, a point costs one dictionary lookup.
+die at once, as on a node failure. A driver that joined a Ray cluster started none of the
+cluster's processes, and they live on, as the cluster would. Unset, a point costs one dictionary lookup.
 """
 
 from __future__ import annotations
@@ -26,4 +27,15 @@ def reached(point: str, count: int = None) -> None:
         return
     _reached[point] += 1
     if (_reached[point] if count is None else count) >= int(nth or 1):
-        os.killpg(os.getpgrp(), signal.SIGKILL)
+        if os.getpgrp() == os.getpid():
+            os.killpg(os.getpgrp(), signal.SIGKILL)
+        # Not the group's leader (a shell's, a Ray job's, pytest's group): the group is not
+        # the run's to take down, so only this process and what it started die.
+        import psutil
+
+        for child in psutil.Process().children(recursive=True):
+            try:
+                child.kill()
+            except psutil.Error:
+                pass
+        os.kill(os.getpid(), signal.SIGKILL)

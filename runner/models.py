@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, List, Mapping, Optional
 from urllib.parse import urlparse
 
-from runner import embedded_model
+from runner import embedded_model, storage
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,8 @@ SHIPPED_CONFIGS = ASSETS / "models"
 # The embedded model's tokenizer stands in where a dummy-weight model's own tokenizer is not
 # available offline: token ids stay inside the larger vocabulary, and benchmarks fix lengths.
 STAND_IN_TOKENIZER = "smollm2-135m-instruct"
+# Model folders in object storage that Ray Data LLM fetches by itself, on each node that loads them.
+REMOTE_SCHEMES = ("s3://", "gs://", "abfss://", "azure://")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja")
 
 
@@ -52,10 +54,26 @@ def check(model: Mapping[str, Any]) -> List[str]:
             return [str(error)]
         return []
     if source == "local":
+        if is_remote(str(model["path"])):
+            return _check_remote(str(model["path"]))
         if not (Path(model["path"]).expanduser() / "config.json").is_file():
             return [f"model.path={model['path']!r}: no config.json there. Fix: point model.path at a Hugging Face model folder"]
         return []
     return _check_hub(model["path"], model.get("revision"))
+
+
+def is_remote(path: str) -> bool:
+    return path.startswith(REMOTE_SCHEMES)
+
+
+def _check_remote(uri: str) -> List[str]:
+    fix = "Fix: point model.path at a Hugging Face model folder in the bucket, and check its credentials (AWS_* / GOOGLE_* in the environment)"
+    try:
+        if storage.resolve(uri).child("config.json").is_file():
+            return []
+        return [f"model.path={uri!r}: no config.json there. {fix}"]
+    except Exception as error:  # noqa: BLE001 - any storage failure is the answer
+        return [f"model.path={uri!r} cannot be read ({type(error).__name__}: {error}). {fix}"]
 
 
 def _check_hub(repo_id: str, revision: Optional[str]) -> List[str]:
@@ -90,6 +108,8 @@ def locate(model: Mapping[str, Any]) -> ModelLocation:
     if model["source"] == "embedded":
         return ModelLocation(str(embedded_model.ensure_converted(model["path"])))
     if model["source"] == "local":
+        if is_remote(str(model["path"])):
+            return ModelLocation(str(model["path"]).rstrip("/"), note="(fetched by each engine where it runs)")
         return ModelLocation(str(Path(model["path"]).expanduser().resolve()))
     return ModelLocation(model["path"])
 

@@ -17,11 +17,22 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
-from runner import faults, outputs, prompt, readers, redaction, results, run_state, samples, structured
+from runner import cluster, faults, outputs, prompt, readers, redaction, results, run_state, samples, structured
 from runner.models import ModelLocation
 from runner.storage import Location
 
 log = logging.getLogger(__name__)
+
+# Ray Data reserves a run's share of the cluster through a coordinator actor that every job
+# on it shares, renews the reservation every 10 s and lets it lapse after 180 s. A driver
+# killed mid-run leaves its reservation behind that long, and a resume started meanwhile was
+# told the cluster had 0 CPUs to spare: one task at a time, one replica used. 30 s frees it
+# soon after. Read when ray.data is first imported, which is after this.
+os.environ.setdefault("RAY_DATA_AUTOSCALING_REQUEST_EXPIRE_TIME_S", "30")
+
+
+class EngineNotReady(RuntimeError):
+    """The engine replicas were not placed and loaded within ray.engine_start_timeout_s."""
 
 
 @dataclass
@@ -60,19 +71,43 @@ def worker_env(cfg: Mapping[str, Any], hub_token: Optional[str] = None) -> Dict[
 
 
 def start_ray(cfg: Mapping[str, Any], env: Dict[str, str]) -> None:
+    """Join the cluster ray.address or RAY_ADDRESS names (runner.cluster), else start a local Ray."""
     import ray
 
     if ray.is_initialized():
         return
-    kwargs: Dict[str, Any] = {"runtime_env": {"env_vars": env}, "log_to_driver": True}
-    if cfg["ray"].get("address"):
-        kwargs["address"] = cfg["ray"]["address"]
-    else:
-        # The dashboard's processes start beside the engine and take CPU it needs to start.
-        kwargs["include_dashboard"] = bool(cfg["ray"]["dashboard"])
-        if cfg["ray"].get("num_cpus"):
-            kwargs["num_cpus"] = int(cfg["ray"]["num_cpus"])
+    if cluster.target(cfg["ray"]):
+        cluster.connect(cfg, env)
+        return
+    # "local" overrides a RAY_ADDRESS in the environment.
+    kwargs: Dict[str, Any] = {"address": "local", "runtime_env": {"env_vars": env}, "log_to_driver": True}
+    # The dashboard's processes start beside the engine and take CPU it needs to start.
+    kwargs["include_dashboard"] = bool(cfg["ray"]["dashboard"])
+    if cfg["ray"].get("num_cpus"):
+        kwargs["num_cpus"] = int(cfg["ray"]["num_cpus"])
     ray.init(**kwargs)
+
+
+def configure_data_context(cfg: Mapping[str, Any]) -> None:
+    """Ray Data settings of the run, on the driver's current DataContext."""
+    import warnings
+
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    # Which rows are done is read from the results (runner.run_state), not a checkpoint.
+    context.checkpoint_config = None
+    # Every engine replica is up before the first batch goes out, or the first one up takes
+    # them all (up to 2 x max_concurrent_batches in flight): with processor.concurrency=2
+    # on two nodes both batches of a 32-row job went to one. The same wait bounds a run
+    # whose engines can never be placed, which Ray would otherwise wait on forever.
+    context.wait_for_min_actors_s = int(cfg["ray"]["engine_start_timeout_s"])
+    if int(cfg["processor"]["concurrency"]) > 1:
+        # Locality sends a block to the replica on the node that holds it until that one is
+        # full; rows are small next to generating from them, so the least busy replica wins.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            context.execution_options.actor_locality_enabled = False
 
 
 ROW_ERROR = "__runner_error__"
@@ -215,11 +250,15 @@ def stop_ray(grace_s: float = 15.0) -> List[int]:
     Engine processes outlive `ray.shutdown()` by tens of seconds, holding a core: the next
     job of a sweep would be measured against them, and Ctrl-C would leave them behind.
     Everything a local Ray starts descends from this process, so those are waited for and,
-    after the grace period, killed.
+    after the grace period, killed. A joined cluster's processes are not ours: there the
+    run's own actors are ended and the driver disconnects (runner.cluster.disconnect).
     """
     import psutil
     import ray
 
+    if cluster.current() is not None:
+        cluster.disconnect(grace_s=max(grace_s, 30.0))
+        return []
     descendants = psutil.Process().children(recursive=True)
     ray.shutdown()
     _, alive = psutil.wait_procs(descendants, timeout=grace_s)
@@ -242,32 +281,59 @@ def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader
     Data checkpoint is kept: a checkpoint written after the results could lag them, and
     one deleted at the end could make a resume run everything again.
     """
+    from ray.exceptions import GetTimeoutError
+
     started_at = time.time()
     env = worker_env(cfg)
     start_ray(cfg, env)
+    if cluster.current() is not None:
+        env = cluster.without_job_env(env)
     try:
-        from ray.data import DataContext
-
-        DataContext.get_current().checkpoint_config = None
+        configure_data_context(cfg)
         faults.reached("ray_started")
-        dataset = reader.ray_dataset(scan, done_ids, num_cpus=float(cfg["processor"]["light_stage_num_cpus"]))
+        light_cpus = float(cfg["processor"]["light_stage_num_cpus"])
+        dataset = reader.ray_dataset(scan, done_ids, **cluster.read_args(reader, light_cpus))
+        if int(cfg["processor"]["concurrency"]) > 1:
+            dataset = _one_batch_per_block(dataset, int(cfg["processor"]["batch_size"]), light_cpus)
         original_columns = [name for name in scan.schema.names if name != readers.INPUT_ERROR_COLUMN]
         n = int(cfg["prompt"]["n"])
         if n > 1:
             expand = functools.partial(samples.expand, n=n, id_column=scan.id_column, partial=partly_done or {})
-            dataset = dataset.flat_map(expand, num_cpus=float(cfg["processor"]["light_stage_num_cpus"]))
+            dataset = dataset.flat_map(expand, num_cpus=light_cpus)
             original_columns.append(samples.SAMPLE_COLUMN)
         processor = build_processor(cfg, model, env, original_columns)
         out = processor(dataset)
         results = location.child(run_state.RESULTS)
-        with _kill_point_after_results(results):
-            if cfg["output"]["format"] == "jsonl":
-                out.write_json(results.path, filesystem=results.fs)
-            else:
-                out.write_parquet(results.path, filesystem=results.fs)
+        try:
+            with _kill_point_after_results(results):
+                if cfg["output"]["format"] == "jsonl":
+                    out.write_json(results.path, filesystem=results.fs)
+                else:
+                    out.write_parquet(results.path, filesystem=results.fs)
+        except GetTimeoutError:
+            # Ray Data's wait for the replicas (configure_data_context) is the only timed wait.
+            raise EngineNotReady(
+                f"the run's actors did not start within ray.engine_start_timeout_s={cfg['ray']['engine_start_timeout_s']} s: "
+                f"{cluster.unplaced_engines(cfg)}"
+            ) from None
         return PipelineRun(results_dir=results, started_at=started_at, finished_at=time.time())
     finally:
         stop_ray()
+
+
+def _one_batch_per_block(dataset, rows: int, num_cpus: float):
+    """The rows re-cut into blocks of one batch, as they stream (no barrier).
+
+    A read block (a chunk, up to ~1,000 rows) goes to one replica whole and its batches run
+    there one after another: 32 rows in one chunk kept the second replica idle. Ray Data
+    gives this step no way to set its CPUs and asks a whole one, which never fit beside CPU
+    replicas sized to their nodes (the run waited forever); it gets the light stages' share.
+    """
+    split = dataset.repartition(target_num_rows_per_block=rows)
+    op = getattr(getattr(split, "_logical_plan", None), "dag", None)
+    if isinstance(getattr(op, "ray_remote_args", None), dict):
+        op.ray_remote_args["num_cpus"] = num_cpus
+    return split
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ import dataclasses
 import os
 from typing import Any, Callable, List, Mapping, Optional
 
-from runner import gpus, models, outputs, prompt, readers, redaction, run_state, schema, storage
+from runner import cluster, gpus, models, outputs, prompt, readers, redaction, run_state, schema, storage
 from runner.storage import Location
 
 OUTPUT_FORMATS = ("parquet", "jsonl")
@@ -63,7 +63,8 @@ def check_hardware(cfg: Mapping[str, Any]) -> List[str]:
         )
     if not hw["gpus_per_replica"] and parallel != 1:
         problems.append("engine.tensor_parallel_size/pipeline_parallel_size > 1 need GPUs. Fix: pick a multi-GPU hw option")
-    if hw["gpus_per_replica"] and not ray_cfg.get("address"):
+    # A cluster the run joins is checked once joined (runner.cluster.check).
+    if hw["gpus_per_replica"] and not cluster.target(ray_cfg):
         problems += _local_gpu_problems(hw, int(cfg["processor"]["concurrency"]), local_gpu_names())
     return problems
 
@@ -183,6 +184,7 @@ SETTING_RANGES = [
     ("processor.light_stage_num_cpus", _above(0), "more than 0"),
     ("processor.rows_per_file", _at_least(1), "at least 1"),
     ("ray.num_cpus", _at_least(1), "at least 1"),
+    ("ray.engine_start_timeout_s", _at_least(1), "at least 1"),
     ("tracking.sample_rows", _at_least(0), "at least 0"),
     ("errors.length_check_rows", _at_least(0), "at least 0 (0 skips the check)"),
 ]
@@ -284,7 +286,7 @@ def check_run_location(location: Location, resume: bool) -> List[str]:
 def run_checks(cfg: Mapping[str, Any], location: Optional[Location] = None, resume: bool = False):
     """Raise PreflightError listing every problem; return the dataset's reader. The run's
     location is checked when given."""
-    problems = check_settings(cfg) + check_hardware(cfg) + check_limits(cfg) + models.check(cfg["model"])
+    problems = check_settings(cfg) + check_hardware(cfg) + cluster.address_problems(cfg) + check_limits(cfg) + models.check(cfg["model"])
     if location is not None:
         problems += check_run_location(location, resume)
     reader = None

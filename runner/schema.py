@@ -136,12 +136,23 @@ class ProcessorConfig:
 
 @dataclass
 class RayConfig:
-    # null starts a local Ray; "auto" or ray://host:port joins an existing cluster.
+    # null starts a local Ray, unless RAY_ADDRESS is set (`ray job submit`, KubeRay pods):
+    # then the run joins that cluster. "auto" or host:port joins an existing cluster (run
+    # on one of its nodes); "local" always starts a local Ray. Ray Client (ray://) is not
+    # supported: submit the run as a Ray job instead.
     address: Optional[str] = None
-    # Logical CPUs of a local Ray (more than the cores, so that each stage can hold an actor).
+    # Logical CPUs of a local Ray (more than the cores, so that each stage can hold an actor);
+    # never passed to a cluster the run joins.
     num_cpus: Optional[int] = None
     # Ray's web dashboard for a local Ray (needs ray[default]); off spares its processes' CPU.
     dashboard: bool = False
+    # The cluster adds nodes on demand (KubeRay or `ray up` autoscaler): resources it lacks
+    # now are waited for instead of refused before the run.
+    autoscaling: bool = False
+    # How long the engine replicas (and each stage's actors) may take to be placed and
+    # loaded before the run stops (it stays resumable), instead of waiting forever for
+    # resources that never come.
+    engine_start_timeout_s: int = 1800
 
 
 @dataclass
@@ -149,6 +160,9 @@ class TrackingConfig:
     enabled: bool = True
     # null: a SQLite store at outputs/mlflow.db with artifacts in outputs/mlartifacts.
     uri: Optional[str] = None
+    # The run's local folder (output.uri or outputs/) is on storage every node of the Ray
+    # cluster mounts at the same path; without it a multi-node run needs a URI.
+    shared_mount: bool = False
     experiment: str = "runner"
     run_name: Optional[str] = None
     sample_rows: int = 8
@@ -162,6 +176,9 @@ class OutputConfig:
     # a folder or URI (s3://bucket/prefix, gs://..., /mnt/shared/runs) puts the run's state,
     # results and figures under it, at the same relative path (runs/<date_time>).
     uri: Optional[str] = None
+    # The run's local folder (output.uri or outputs/) is on storage every node of the Ray
+    # cluster mounts at the same path; without it a multi-node run needs a URI.
+    shared_mount: bool = False
 
 
 @dataclass

@@ -75,7 +75,10 @@ def for_dataset(
         return HubReader(str(path), dataset.get("hub_config"), dataset.get("split") or "train", **settings)
     setting = f"dataset.path={path!r}"
     try:
-        location = storage.resolve(str(ASSETS / path) if source == "bundled" else str(path), base)
+        # A bundled dataset given a path of its own (`python -m runner dataset.path=s3://...`)
+        # reads that; a bare name is a file in runner/assets.
+        bundled_asset = source == "bundled" and not storage.is_uri(str(path)) and not Path(str(path)).is_absolute()
+        location = storage.resolve(str(ASSETS / path) if bundled_asset else str(path), base)
     except storage.StorageError as error:
         raise DatasetError(f"{setting}: {error}. Fix: a local path or a URI pyarrow can open (s3://, gs://, hf://...)") from error
     return FILE_READERS[file_format(dataset)](location, setting=setting, path_setting=str(path), **settings)
