@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-from runner import models, storage
+from runner import models, ray_fixes, storage
 from runner.storage import Location
 
 log = logging.getLogger(__name__)
@@ -133,6 +133,11 @@ def driver_runtime_env(env: Mapping[str, str], job_env: Mapping[str, Any], cwd: 
         log.info("the job's runtime_env sets py_modules; it must carry the runner package for the workers")
     elif not working_dir_has_runner:
         ours["py_modules"] = [str(RUNNER_DIR)]
+    if "worker_process_setup_hook" in job_env:
+        log.warning("the job's runtime_env sets worker_process_setup_hook; it must call %s, or a batch whose rows all fail "
+                    "stops the run (runner/ray_fixes.py)", ray_fixes.SETUP_HOOK)
+    else:
+        ours["worker_process_setup_hook"] = ray_fixes.SETUP_HOOK
     return ours
 
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Dict, List, Mapping, Optional
 
-from runner import cluster, faults, outputs, prompt, readers, redaction, results, run_state, samples, structured
+from runner import cluster, faults, outputs, prompt, ray_fixes, readers, redaction, results, run_state, samples, structured
 from runner.models import ModelLocation
 from runner.storage import Location
 
@@ -76,11 +76,13 @@ def start_ray(cfg: Mapping[str, Any], env: Dict[str, str]) -> None:
 
     if ray.is_initialized():
         return
+    ray_fixes.install()
     if cluster.target(cfg["ray"]):
         cluster.connect(cfg, env)
         return
     # "local" overrides a RAY_ADDRESS in the environment.
-    kwargs: Dict[str, Any] = {"address": "local", "runtime_env": {"env_vars": env}, "log_to_driver": True}
+    runtime_env = {"env_vars": env, "worker_process_setup_hook": ray_fixes.SETUP_HOOK}
+    kwargs: Dict[str, Any] = {"address": "local", "runtime_env": runtime_env, "log_to_driver": True}
     # The dashboard's processes start beside the engine and take CPU it needs to start.
     kwargs["include_dashboard"] = bool(cfg["ray"]["dashboard"])
     if cfg["ray"].get("num_cpus"):

@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import List, Optional
 
 from omegaconf import OmegaConf
 
@@ -33,13 +34,19 @@ def load_run_config(location: storage.Location, overrides=()):
     return cfg
 
 
-def main() -> None:
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("location", help="the run's folder or URI")
     parser.add_argument("overrides", nargs="*", help="key=value settings that cannot alter outputs, e.g. ray.address=auto (needs --force)")
     parser.add_argument("--force", action="store_true", help="accept config changes that cannot alter outputs")
     parser.add_argument("--outputs-root", type=Path, default=Path("outputs"))
-    args = parser.parse_args()
+    # Intermixed: `<location> --force key=value` (the README's form) leaves plain parse_args
+    # with the overrides unclaimed once the empty list was taken before --force.
+    return parser.parse_intermixed_args(argv)
+
+
+def main() -> None:
+    args = parse_args()
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     log = logging.getLogger("runner")
     try:

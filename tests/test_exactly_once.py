@@ -6,7 +6,9 @@ separate S3 run here).
 
 Each step kills the whole process group (driver, Ray, engine) at a named point of the run
 (runner.faults), then the next step resumes it. The input mixes good rows with rows that
-must fail (bad JSON, null, number, empty text), so failed-row accounting is killed too.
+must fail (bad JSON, null, number, empty text, missing, a prompt longer than the engine's
+context), so failed-row accounting is killed too, and the last step finds the tracking
+store down and loses nothing.
 After every step no id may be in the results twice; at the end every input id is in the
 results or in failed/ exactly once, and resuming the finished run adds nothing.
 """
@@ -19,6 +21,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import mlflow
 import pytest
 
 from runner import result_files, samples, storage
@@ -27,13 +30,13 @@ from tests.e2e_helpers import ROOT, SAMPLE_NEWS
 # Results land two rows to a file, one batch in flight, so kills fall between writes.
 TRICKLE = (
     "processor.batch_size=2", "processor.rows_per_file=2", "processor.max_concurrent_batches=1", "prompt.max_tokens=12",
-    "tracking.enabled=false",
+    "tracking.enabled=false", "engine.max_model_len=1024",
 )
 GOOD_ROWS = 10
 
 
 def write_input(lines_out) -> list:
-    """Ten good articles and five rows that must fail; returns every id a run must account for."""
+    """Ten good articles and six rows that must fail; returns every id a run must account for."""
     articles = [json.loads(line) for line in SAMPLE_NEWS.read_text().splitlines()[:GOOD_ROWS]]
     lines = [json.dumps({"id": a["id"], "article": a["article"]}) for a in articles]
     lines.insert(3, json.dumps({"id": "bad-null", "article": None}))
@@ -41,9 +44,10 @@ def write_input(lines_out) -> list:
     lines.insert(7, json.dumps({"id": "bad-number", "article": 12345}))
     lines.insert(9, json.dumps({"id": "bad-empty", "article": "   "}))
     lines.append(json.dumps({"id": "bad-missing"}))
+    lines.append(json.dumps({"id": "bad-long", "article": " ".join(["word"] * 3000)}))  # the engine refuses it
     lines_out("\n".join(lines) + "\n")
     bad_json_line = lines.index('{"id": "bad-json", "article": "cut off') + 1
-    return [a["id"] for a in articles] + ["bad-null", f"input.jsonl:{bad_json_line}", "bad-number", "bad-empty", "bad-missing"]
+    return [a["id"] for a in articles] + ["bad-null", f"input.jsonl:{bad_json_line}", "bad-number", "bad-empty", "bad-missing", "bad-long"]
 
 
 def launch(cwd: Path, args, kill_at, env) -> subprocess.CompletedProcess:
@@ -85,7 +89,7 @@ STEPS = [
 ]
 
 
-def kill_and_resume_everywhere(cwd: Path, run_uri: str, data_uri: str, env: dict, steps=STEPS, overrides=()):
+def kill_and_resume_everywhere(cwd: Path, run_uri: str, data_uri: str, env: dict, steps=STEPS, overrides=(), last_resume_args=()):
     run = storage.resolve(run_uri)
     outputs = []
     for kill_at, action in steps:
@@ -94,7 +98,7 @@ def kill_and_resume_everywhere(cwd: Path, run_uri: str, data_uri: str, env: dict
             if run_uri.startswith("s3://"):
                 args.append(f"output.uri={run_uri.rsplit('/runs/k', 1)[0]}")
         else:
-            args = ["runner.resume", run_uri]
+            args = ["runner.resume", run_uri, *(last_resume_args if kill_at is None else ())]
         done = launch(cwd, args, kill_at, env)
         outputs.append(done.stdout + done.stderr)
         tail = outputs[-1][-4000:]
@@ -123,7 +127,7 @@ def assert_exactly_once(run: storage.Location, expected_ids, n=1):
     metrics = json.loads(run.child("metrics.json").read_text())["metrics"]
     unit = "samples" if n > 1 else "rows"
     assert manifest["status"] == "finished" and manifest["counts"][f"{unit}_ok"] == GOOD_ROWS * n
-    assert (metrics["rows_in"], metrics[f"{unit}_ok"], metrics[f"{unit}_failed"]) == (15, 10 * n, 5 * n)
+    assert (metrics["rows_in"], metrics[f"{unit}_ok"], metrics[f"{unit}_failed"]) == (16, 10 * n, 6 * n)
 
 
 def assert_resuming_a_finished_run_adds_nothing(cwd, run, env):
@@ -140,7 +144,11 @@ def test_killed_at_every_phase_on_local_disk_each_row_and_sample_once(tmp_path):
     expected = write_input(data.write_text)
     # Two samples per row, so each (id, sample) pair must come out once as well, including
     # rows a kill left with one sample written.
-    run, outputs = kill_and_resume_everywhere(tmp_path, str(tmp_path / "outputs/runs/k"), str(data), {}, overrides=("prompt.n=2",))
+    # The last resume logs to a tracking store that is down (port 9 answers nothing).
+    tracking_down = ("--force", "tracking.enabled=true", "tracking.uri=http://127.0.0.1:9")
+    run, outputs = kill_and_resume_everywhere(
+        tmp_path, str(tmp_path / "outputs/runs/k"), str(data), {}, overrides=("prompt.n=2",), last_resume_args=tracking_down
+    )
     assert_exactly_once(run, expected, n=2)
     texts = {}
     for entry in run.child("results").list_files():
@@ -152,4 +160,21 @@ def test_killed_at_every_phase_on_local_disk_each_row_and_sample_once(tmp_path):
     assert any(f"input.jsonl line {bad_line}: not valid JSON" in o for o in outputs)
     failed = {r["id"]: r["error"] for e in run.child("failed").list_files() for r in result_files.read_table(run.fs, e.path).to_pylist()}
     assert f"input.jsonl line {bad_line}" in failed[f"input.jsonl:{bad_line}"]
+    assert "article" in failed["bad-null"] and "article" in failed["bad-missing"]
+    # The prompt that cannot fit was announced before the run, with the fix, and failed in the engine.
+    assert "need more than max_model_len=1024" in outputs[0] and "engine.max_model_len=" in outputs[0]
+    assert "maximum context length" in failed["bad-long"]
+    assert_tracking_outage_lost_nothing(tmp_path, run, outputs[-1])
     assert_resuming_a_finished_run_adds_nothing(tmp_path, run, {})
+
+
+def assert_tracking_outage_lost_nothing(cwd: Path, run: storage.Location, output: str):
+    """The store was down: the run still finished, said so with the command that logs it
+    later, and that command logs the finished run's figures."""
+    assert "tracking failed" in output and f"python -m runner.track {run}" in output, output[-3000:]
+    store = f"sqlite:///{cwd}/relogged.db"
+    relog = launch(cwd, ["runner.track", str(run), "--uri", store, "--outputs-root", str(cwd / "outputs")], None, {})
+    assert relog.returncode == 0, relog.stderr[-3000:]
+    mlflow.set_tracking_uri(store)
+    logged = mlflow.search_runs(experiment_names=["runner"]).iloc[0]
+    assert (logged["metrics.rows_in"], logged["metrics.samples_ok"], logged["metrics.samples_failed"]) == (16, 20, 12)

@@ -181,3 +181,12 @@ def test_a_run_in_s3_is_logged_to_mlflow_from_its_uri(s3, monkeypatch, tmp_path)
     mlflow.set_tracking_uri(store)
     logged = mlflow.search_runs(experiment_names=["runner"]).iloc[0]
     assert logged["metrics.rows_ok"] == 2 and logged["tags.runner.run_uri"] == run.uri
+
+
+def test_resume_takes_overrides_after_force_as_the_readme_writes_it():
+    from runner import resume
+
+    for argv in (["s3://b/runs/x", "--force", "ray.address=auto", "tracking.enabled=false"],
+                 ["s3://b/runs/x", "ray.address=auto", "--force", "tracking.enabled=false"]):
+        args = resume.parse_args(argv)
+        assert (args.location, args.force, sorted(args.overrides)) == ("s3://b/runs/x", True, ["ray.address=auto", "tracking.enabled=false"])
