@@ -12,14 +12,11 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from runner import app, preflight, run_state, schema, sweep, tracking
+from runner import app, errors, run_state, schema, sweep, tracking
 
 schema.register()
 log = logging.getLogger("runner")
 OUTPUTS_ROOT = Path("outputs")
-CONFIG_ERRORS = (preflight.PreflightError, schema.UnknownKeyError)
-# 128 + the signal's number, as a shell reports a process the signal ended.
-EXIT_CTRL_C, EXIT_SIGTERM = 130, 143
 STARTED_AT = time.time()
 _terminated = False
 
@@ -43,7 +40,9 @@ def main(cfg: DictConfig) -> str:
     parent = sweep.current()["parent_run_id"]
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        app.run(cfg, run_dir, outputs_root=OUTPUTS_ROOT, parent_run_id=parent, tags=tags)
+        outcome = app.run(cfg, run_dir, outputs_root=OUTPUTS_ROOT, parent_run_id=parent, tags=tags)
+        if not cfg.dry_run:
+            print(outcome.summary(), flush=True)
         return "finished"
     except KeyboardInterrupt:
         _exit_interrupted(cfg, run_dir)
@@ -56,34 +55,37 @@ def main(cfg: DictConfig) -> str:
     except Exception as error:
         if _terminated:  # whatever the interrupted code raised on its way out
             _exit_interrupted(cfg, run_dir)
-        if isinstance(error, CONFIG_ERRORS + (app.RunIncomplete,)):
+        refused = isinstance(error, errors.RunnerError)
+        if refused or isinstance(error, errors.RunIncomplete):
             log.error("%s", error)  # it says what to do
         else:
-            log.exception("the run failed; rows already written are kept. %s", _resume_hint(cfg, run_dir))
+            log.exception("the run failed. %s", _resume_hint(cfg, run_dir))
         if not in_sweep:
-            if isinstance(error, CONFIG_ERRORS):
+            if refused:
                 _remove_if_only_hydra_files(run_dir, hydra_cfg)
-            sys.exit(2 if isinstance(error, CONFIG_ERRORS) else 1)
+            sys.exit(errors.exit_code(error))
         # One failed job must not end the sweep: record it and let the next one run.
         _record_failure(cfg, error, parent, tags, job_started)
         return "failed"
 
 
 def _resume_hint(cfg: DictConfig, run_dir: Path) -> str:
-    """How to finish the run: resume it where its manifest was written, else start it again."""
+    """How to finish the run, saying rows were kept only where some were written."""
     try:
         location = app.run_location(OmegaConf.to_container(cfg, resolve=True), run_dir, OUTPUTS_ROOT)
-        if location.child(run_state.MANIFEST).exists():
-            return f"Finish it with: {app.resume_command(location)}"
+        if not location.child(run_state.MANIFEST).exists():
+            return "It stopped before its run state was written: run the same command again"
+        written = any(location.child(folder).list_files() for folder in (run_state.RESULTS, run_state.FAILED))
     except Exception as error:  # noqa: BLE001 - an unreachable store: say what we can
         return f"If it wrote a manifest.json, finish it with python -m runner.resume <its location> ({error})"
-    return "It stopped before its run state was written: run the same command again"
+    kept = "rows already written are kept" if written else "no row was written yet"
+    return f"{kept}. Finish it with: {app.resume_command(location)}"
 
 
 def _exit_interrupted(cfg: DictConfig, run_dir: Path, terminated: bool = False) -> None:
     """Ctrl-C or SIGTERM, in a single run or a sweep: say so, and how to finish it."""
-    how, code = ("by SIGTERM", EXIT_SIGTERM) if terminated or _terminated else ("by Ctrl-C", EXIT_CTRL_C)
-    log.error("the run was interrupted %s; rows already written are kept. %s", how, _resume_hint(cfg, run_dir))
+    how, code = ("by SIGTERM", errors.EXIT_SIGTERM) if terminated or _terminated else ("by Ctrl-C", errors.EXIT_CTRL_C)
+    log.error("the run was interrupted %s; %s", how, _resume_hint(cfg, run_dir))
     sys.exit(code)
 
 

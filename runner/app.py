@@ -19,16 +19,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from runner import (
     accounting, cluster, faults, metrics, models, pipeline, plan, preflight, prompt, readers, redaction, run_state, samples, schema, storage,
-    sysmon,
+    summary, sysmon,
     tracking,
 )
+from runner.errors import RunIncomplete
 from runner.storage import Location
 
 log = logging.getLogger(__name__)
-
-
-class RunIncomplete(Exception):
-    """The pipeline ended but rows are missing or repeated; the run stays resumable."""
 
 
 @dataclass
@@ -40,6 +37,13 @@ class RunOutcome:
     tracking_error: Optional[str] = None
     already_finished: bool = False
     counts: Dict[str, int] = field(default_factory=dict)
+    config: Dict[str, Any] = field(default_factory=dict)
+    tracking_uri: Optional[str] = None
+
+    def summary(self) -> str:
+        said = "was already finished" if self.already_finished else "finished"
+        return summary.render(self.config, self.location, self.metrics, outcome=f"{self.location} {said}",
+                              mlflow_run_id=self.mlflow_run_id, tracking_uri=self.tracking_uri, tracking_error=self.tracking_error)
 
 
 def run_location(config: Dict[str, Any], run_dir: Path, outputs_root: Path) -> Location:
@@ -113,7 +117,7 @@ def _run_checked(config, location: Location, reader, outputs_root: Path, parent_
         print(plan.describe(config, model, scan, lengths, location, uri), flush=True)
         return RunOutcome(location=location)
     manifest = _open_run_state(config, location, reader, scan, resume, force)
-    outcome = RunOutcome(location=location, results_dir=location.child(run_state.RESULTS))
+    outcome = RunOutcome(location=location, results_dir=location.child(run_state.RESULTS), config=config)
     if manifest.status == run_state.FINISHED:
         log.info("%s finished already (%s); nothing to do", location, manifest.counts)
         outcome.metrics = dict(manifest.counts or {})
@@ -230,12 +234,12 @@ def _execute(config, model: models.ModelLocation, location: Location, reader, sc
     outcome.metrics.update(outcome.counts, attempts=len(manifest.attempts))
     if counts.rows_failed and counts.balanced:
         log.warning("%d row(s) failed; they are in %s with their reasons", counts.rows_failed, location.child(run_state.FAILED))
-    summary = {
+    figures = {
         "status": run_state.FINISHED if counts.balanced else run_state.RUNNING,
         "metrics": outcome.metrics,
         "prompt_columns": list(prompt.column_map(config["prompt"]).values()),
     }
-    location.child(run_state.METRICS).write_text(json.dumps(summary, indent=2))
+    location.child(run_state.METRICS).write_text(json.dumps(figures, indent=2))
     faults.reached("metrics_written")
     if counts.balanced:
         manifest.status, manifest.counts = run_state.FINISHED, counts.as_dict()
@@ -252,7 +256,7 @@ def _track(config, location: Location, outputs_root: Path, parent_run_id, tags, 
     else:
         try:
             outcome.mlflow_run_id = tracking.log_run_folder(location, outputs_root, parent_run_id, tags)
-            uri = tracking.resolve_uri(config["tracking"], outputs_root)
+            uri = outcome.tracking_uri = tracking.resolve_uri(config["tracking"], outputs_root)
             opened = "" if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}, then "
             log.info("MLflow run %s at %s; see it with: %s%s", outcome.mlflow_run_id, uri, opened, tracking.run_link(outcome.mlflow_run_id, uri))
             return

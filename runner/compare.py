@@ -34,6 +34,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import pandas as pd
 
+from runner.errors import RunnerError
+
 log = logging.getLogger(__name__)
 
 DEFAULT_EXPERIMENT = "runner"
@@ -80,7 +82,7 @@ ZERO_COST_NOTE = "all costs are 0: hw price_per_hour is 0; cheapest = least wall
 NOT_SETTINGS = ("tracking.", "hydra.")
 
 
-class CompareError(Exception):
+class CompareError(RunnerError):
     """A problem the user fixes with an option; the CLI prints it on one line, exit code 2."""
 
 

@@ -12,11 +12,12 @@ from typing import Any, Dict, Mapping
 import numpy as np
 
 from runner import quality, result_files
+from runner.errors import RunnerError
 
 TIMING_COLUMNS = ["num_input_tokens", "num_generated_tokens", "latency_s", "ttft_s", "finished_at"]
 
 
-class MetricsError(ValueError):
+class MetricsError(RunnerError, ValueError):
     """Results that cannot be measured; the message names the folder, the columns and the fix."""
 
 

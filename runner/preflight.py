@@ -7,12 +7,13 @@ import os
 from typing import Any, Callable, List, Mapping, Optional
 
 from runner import cluster, gpus, models, outputs, prompt, readers, redaction, run_state, schema, storage
+from runner.errors import RunnerError
 from runner.storage import Location
 
 OUTPUT_FORMATS = ("parquet", "jsonl")
 
 
-class PreflightError(Exception):
+class PreflightError(RunnerError):
     def __init__(self, problems: List[str]):
         self.problems = problems
         super().__init__("\n".join(f"  - {p}" for p in problems))

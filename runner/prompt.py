@@ -9,6 +9,7 @@ import string
 from typing import Any, Dict, List, Mapping
 
 from runner import structured
+from runner.errors import RunnerError
 
 
 def placeholders(template: str) -> List[str]:
@@ -46,7 +47,7 @@ def sampling_params(prompt_cfg: Mapping[str, Any]) -> Dict[str, Any]:
     return params
 
 
-class PromptInputError(ValueError):
+class PromptInputError(RunnerError, ValueError):
     """A row cannot be turned into a prompt (missing, non-text or empty field)."""
 
 

@@ -8,14 +8,12 @@ Secrets are not in the saved config: export HF_TOKEN / AWS_* again if the run ne
 """
 
 import argparse
-import logging
-import sys
 from pathlib import Path
 from typing import List, Optional
 
 from omegaconf import OmegaConf
 
-from runner import app, preflight, run_state, schema, storage
+from runner import app, cli, run_state, schema, storage
 
 
 def load_run_config(location: storage.Location, overrides=()):
@@ -26,7 +24,8 @@ def load_run_config(location: storage.Location, overrides=()):
     else:
         manifest = run_state.load(location)
         if manifest is None:
-            raise run_state.ResumeError(f"{location} holds neither {run_state.CONFIG} nor {run_state.MANIFEST}: is it a run location?")
+            raise run_state.ResumeError(f"{location} holds neither {run_state.CONFIG} nor {run_state.MANIFEST}: not a run's location. "
+                                        "Fix: the location the run printed (its Hydra folder, or the URI under output.uri)")
         raw = OmegaConf.create(manifest.config)
     cfg = OmegaConf.merge(OmegaConf.structured(schema.RunConfig), raw)
     if overrides:
@@ -46,23 +45,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 
 def main() -> None:
-    args = parse_args()
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
-    log = logging.getLogger("runner")
+    cli.command(resume)
+
+
+def resume(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
     try:
         location = storage.resolve(args.location)
-        cfg = load_run_config(location, args.overrides)
-        outcome = app.run(cfg, Path(location.path), outputs_root=args.outputs_root, resume=True, force=args.force, location=location)
-    except (run_state.ResumeError, preflight.PreflightError, schema.UnknownKeyError, storage.StorageError) as error:
-        log.error("%s", error)
-        sys.exit(2)
-    except app.RunIncomplete as error:
-        log.error("%s", error)
-        sys.exit(1)
-    counts = outcome.metrics
-    verb = "was already finished" if outcome.already_finished else "resumed"
-    unit = "samples" if "samples_ok" in counts else "rows"
-    print(f"{location} {verb}: {int(counts.get(unit + '_ok', 0))} {unit} ok, {int(counts.get(unit + '_failed', 0))} failed")
+    except storage.StorageError as error:
+        raise run_state.ResumeError(f"{args.location}: {error}. Fix: the run's folder or URI, as the run printed it") from None
+    cfg = load_run_config(location, args.overrides)
+    outcome = app.run(cfg, Path(location.path), outputs_root=args.outputs_root, resume=True, force=args.force, location=location)
+    print(outcome.summary(), flush=True)
+    return 0
 
 
 if __name__ == "__main__":

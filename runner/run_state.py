@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Set
 
 from runner import result_files
-from runner.tracking import flatten
+from runner.errors import RunnerError
 from runner.storage import Location
+from runner.tracking import flatten
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ SCHEDULING_ONLY = (
 )
 
 
-class ResumeError(Exception):
+class ResumeError(RunnerError):
     """A run that cannot be resumed as asked; the message says why and what to do."""
 
 

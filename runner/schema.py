@@ -14,6 +14,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from runner.errors import RunnerError
+
 
 @dataclass
 class ModelConfig:
@@ -210,7 +212,7 @@ def register() -> None:
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
 
-class UnknownKeyError(KeyError):
+class UnknownKeyError(RunnerError, KeyError):
     def __str__(self) -> str:
         return self.args[0]
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
+from runner.errors import RunnerError
+
 LABEL_COLUMN = "label"
 # JSON schema scalar types -> the result column's Arrow type (by name, so that this module
 # does not import pyarrow for the prompt builder).
@@ -23,7 +25,7 @@ SCALAR_TYPES = {"string": "string", "integer": "int64", "number": "float64", "bo
 JSON_TEXT = "json"
 
 
-class StructuredConfigError(ValueError):
+class StructuredConfigError(RunnerError, ValueError):
     """prompt.json_schema or prompt.choices cannot be used; the message names the key and the fix."""
 
 

@@ -13,8 +13,14 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, Mapping, Optional
 
 from runner import redaction, result_files
+from runner.errors import RunnerError
 
 log = logging.getLogger(__name__)
+
+
+class TrackingError(RunnerError):
+    """A run that cannot be logged as asked (exit 2); a store that is down is not one of these."""
+
 
 MAX_PARAM_CHARS = 6000
 DEFAULT_DB = "mlflow.db"
@@ -306,6 +312,12 @@ def log_run_folder(
 
     if not isinstance(run, storage.Location):
         run = storage.resolve(str(run))
+    missing = [name for name in (run_state.CONFIG, run_state.METRICS) if not run.child(name).exists()]
+    if missing:
+        raise TrackingError(
+            f"{run} has no {' or '.join(missing)}: not a finished run's location. Fix: the location the run printed; "
+            f"a run that stopped early is finished first with python -m runner.resume {run}"
+        )
     config = yaml.safe_load(run.child(run_state.CONFIG).read_text())
     summary = json.loads(run.child(run_state.METRICS).read_text())
     tracking = config["tracking"]

@@ -15,6 +15,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from runner.errors import RunnerError
 from runner.storage import FileEntry, Location
 
 INPUT_ERROR_COLUMN = "__input_error__"
@@ -27,7 +28,7 @@ ROWS_PER_CHUNK = 1000
 CHUNK_BYTES = 32 << 20
 
 
-class DatasetError(ValueError):
+class DatasetError(RunnerError, ValueError):
     """The input cannot be read as configured; the message names the setting and the fix."""
 
 
