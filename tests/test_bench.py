@@ -157,3 +157,33 @@ def test_bench_runs_plain_vllm_and_the_pipeline_on_the_same_prompts(tmp_path):
     row = runs.iloc[0]
     assert row["metrics.plain.output_tokens"] == row["metrics.pipeline.output_tokens"] == ROWS * MAX_TOKENS
     assert row["metrics.ratio.output_tokens_per_s"] > 0
+
+
+def test_a_sweep_compares_each_case_with_the_first_and_keeps_going_past_a_failure(tmp_path, monkeypatch, capsys):
+    from runner.bench import sweep
+
+    rates = {"16": 100.0, "64": 130.0}
+
+    def one_case(overrides, sides, out, json_path, cache, timeout_s, prewarm):
+        batch = overrides[-1].split("=")[1]
+        if batch not in rates:
+            raise ValueError(f"no engine for batch {batch}")
+        marks = {"imported": 1.0, "first_request_in": 10.0, "last_output_out": 20.0, "results_written": 21.0}
+        run = side_run("pipeline", marks, output_tokens=int(rates[batch] * 10))
+        side = SideResult("pipeline", run, figures(run, 0.0, 25.0))
+        return BenchResult("", 0.0, list(overrides), "CPU", cache, "m", "cpu", {}, {"pipeline": side}, {}, TokenCheck(0, None, False), str(out))
+
+    monkeypatch.setattr(sweep, "run_bench", one_case)
+    argv = ["--out", str(tmp_path / "s"), "--case", "ref: processor.batch_size=16", "--case", "bad: processor.batch_size=7",
+            "--case", "big: processor.batch_size=64", "dataset=synthetic"]
+    assert sweep.main(argv) == 1  # one case failed
+    saved = json.loads((tmp_path / "s" / "sweep.json").read_text())
+    assert [c["name"] for c in saved["cases"]] == ["ref", "bad", "big"]
+    assert saved["cases"][0]["vs_first"] == 1.0 and saved["cases"][2]["vs_first"] == pytest.approx(1.3)
+    assert "no engine for batch 7" in saved["cases"][1]["error"] and "summary" not in saved["cases"][1]
+    assert saved["cases"][2]["summary"]["overrides"] == ["dataset=synthetic", "processor.batch_size=64"]
+    rows = saved["table"].splitlines()
+    assert rows[2].startswith("| ref | processor.batch_size=16 | 100 |") and rows[4].endswith("| 1.30x |")
+    with pytest.raises(SystemExit):
+        sweep.main(["--out", str(tmp_path / "t"), "--case", "no colon"])
+    assert "write it as 'name: key=value key=value'" in capsys.readouterr().err

@@ -30,8 +30,9 @@ Token counts are the engine's own (prompt_token_ids, output token_ids). The resu
 run whose metrics are `plain.*`, `pipeline.*` and `ratio.*` (pipeline / plain).
 
 Modules: config (compose the run's config), prompts (rows -> the plain side's requests),
-plain_side and pipeline_side (the two child processes), spawn (running a side in a fresh
-process with its own caches), vllm_log (vLLM's own start-up figures), results (the records, as
-dataclasses), figures (rates and ratios), report (tables), mlflow_run (the bench's MLflow run,
-through runner.tracking), run (one side-by-side run), sweep (several settings in a row).
+plain_side and pipeline_side (the two child processes) with child (what they share), spawn
+(running a side in a fresh process with its own caches), vllm_log (vLLM's own start-up
+figures), results (the records, as dataclasses), figures (rates and ratios), report (tables),
+mlflow_run (the bench's MLflow run, through runner.tracking), run (one side-by-side run), sweep
+(several settings in a row).
 """

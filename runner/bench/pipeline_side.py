@@ -3,21 +3,21 @@ off. `python -m runner.bench.pipeline_side <run folder>`."""
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
-from typing import Dict, List, Mapping
+from typing import Dict, Mapping
 
 import yaml
 
 from runner import readers, result_files
-from runner.bench.results import Marks, SideRun
+from runner.bench import child
+from runner.bench.results import SideRun
 
 RESULT_COLUMNS = ["num_input_tokens", "num_generated_tokens", "latency_s", "finished_at"]
 
 
 def run(run_dir: Path) -> SideRun:
-    marks = Marks()
+    marks = child.Marks()
     marks.stamp("child_start")
     side_dir = run_dir / "pipeline"
     config = yaml.safe_load((run_dir / "side_config.yaml").read_text())
@@ -67,12 +67,5 @@ def read_results(results, id_column: str) -> Dict[str, list]:
     return dataset.to_table(columns=[c for c in wanted if c in dataset.schema.names]).to_pydict()
 
 
-def main(argv: List[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_dir = Path(argv[0])
-    run(run_dir).save(run_dir / "pipeline" / "result.json")
-    return 0
-
-
 if __name__ == "__main__":  # vLLM spawns processes that re-import the main module
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(child.main(run))

@@ -4,18 +4,18 @@ call on the requests the parent wrote. `python -m runner.bench.plain_side <run f
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 import yaml
 
-from runner.bench.results import Marks, SideRun
+from runner.bench import child
+from runner.bench.results import SideRun
 
 
 def run(run_dir: Path) -> SideRun:
-    marks = Marks()
+    marks = child.Marks()
     marks.stamp("child_start")
     config = yaml.safe_load((run_dir / "side_config.yaml").read_text())
     requests = [json.loads(line) for line in (run_dir / "requests.jsonl").read_text().splitlines() if line.strip()]
@@ -71,12 +71,5 @@ def _scheduler_settings(llm) -> Dict[str, Any]:
     return {"max_num_seqs": scheduler.max_num_seqs, "max_num_batched_tokens": scheduler.max_num_batched_tokens}
 
 
-def main(argv: List[str]) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_dir = Path(argv[0])
-    run(run_dir).save(run_dir / "plain" / "result.json")
-    return 0
-
-
 if __name__ == "__main__":  # vLLM spawns processes that re-import the main module
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(child.main(run))

@@ -4,21 +4,11 @@ whole run's result. bench.json is their `to_dict()`."""
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 SIDES = ("plain", "pipeline")
-
-
-class Marks(dict):
-    """Named moments (epoch seconds) of a side's process, printed as they happen so the log
-    shows them beside vLLM's own lines."""
-
-    def stamp(self, name: str) -> None:
-        self[name] = time.time()
-        print(f"[bench] {name} {self[name]:.3f}", flush=True)
 
 
 @dataclass
