@@ -19,7 +19,7 @@ sweep's parent run as `comparison.png` and `comparison.txt`.
 
 Modules: store (the MLflow store, read with `mlflow.search_runs`), select (which runs),
 overrides (Hydra's parser over the stored overrides), swept (which settings vary), table
-(one row per job), rank (fastest, cheapest, the quality trade-off), text and plot (the
+(one row per job), rank (fastest, cheapest, the quality trade-off), text and chart (the
 outputs), api (`compare()`), __main__ (the CLI).
 """
 
@@ -30,7 +30,7 @@ from runner.compare.figures import (
     COST_METRIC, DEFAULT_EXPERIMENT, DEFAULT_METRIC, DEFAULT_QUALITY_METRIC, DEFAULT_QUALITY_TOLERANCE, FIGURES, QUALITY_FIGURES,
     ZERO_COST_NOTE,
 )
-from runner.compare.plot import plot
+from runner.compare.chart import plot
 from runner.compare.text import format_table
 
 __all__ = [

@@ -14,7 +14,7 @@ from runner.compare import rank, table as job_table
 from runner.compare.comparison import Comparison
 from runner.compare.errors import CompareError
 from runner.compare.figures import DEFAULT_EXPERIMENT, DEFAULT_METRIC, DEFAULT_QUALITY_METRIC, DEFAULT_QUALITY_TOLERANCE, QUALITY_FIGURES
-from runner.compare.plot import plot
+from runner.compare.chart import plot
 from runner.compare.select import select
 from runner.compare.store import Store
 from runner.compare.text import format_table
