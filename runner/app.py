@@ -37,6 +37,7 @@ class RunOutcome:
     tracking_error: Optional[str] = None
     already_finished: bool = False
     counts: Dict[str, int] = field(default_factory=dict)
+    pipeline_run: Optional[pipeline.PipelineRun] = None  # this call's pipeline attempt, with its timing marks
     config: Dict[str, Any] = field(default_factory=dict)
     tracking_uri: Optional[str] = None
 
@@ -218,6 +219,7 @@ def _execute(config, model: models.ModelLocation, location: Location, reader, sc
         except pipeline.EngineNotReady as error:
             raise RunIncomplete(f"{error}. Rows already written are kept; finish it with: {resume_command(location)}") from None
         attempt.update(started_at=finished.started_at, finished_at=finished.finished_at)
+        outcome.pipeline_run = finished
         run_state.save(location, manifest)
         location.child(tracking.SYSTEM_CSV).write_text(monitor.csv_text())
         faults.reached("pipeline_done")

@@ -20,19 +20,22 @@ def setup_logging(level: int = logging.INFO) -> None:
     logging.basicConfig(level=level, format=LOG_FORMAT)
 
 
-def command(main: Callable[[], Optional[int]], level: int = logging.INFO) -> None:
-    """Run a command's body and end the process by the rule: a RunnerError or an incomplete
-    run is one line (it says what to do), anything else its traceback."""
+def run(body: Callable[[], Optional[int]], level: int = logging.INFO) -> int:
+    """Run a command's body; its exit code by the rule: a RunnerError or an incomplete run is
+    one line (it says what to do), anything else its traceback."""
     setup_logging(level)
     try:
-        code = main() or 0
+        return body() or 0
     except (RunnerError, RunIncomplete) as error:
         log.error("%s", error)
-        code = exit_code(error)
+        return exit_code(error)
     except KeyboardInterrupt as error:
         log.error("interrupted by Ctrl-C")
-        code = exit_code(error)
+        return exit_code(error)
     except Exception as error:  # noqa: BLE001 - the rule's "anything else"
         log.exception("failed: %s", error)
-        code = exit_code(error)
-    sys.exit(code)
+        return exit_code(error)
+
+
+def command(body: Callable[[], Optional[int]], level: int = logging.INFO) -> None:
+    sys.exit(run(body, level))

@@ -18,6 +18,10 @@ class RunnerError(Exception):
     """A problem the person fixes, with the message that says how (exit 2)."""
 
 
+class ConfigError(RunnerError):
+    """The config cannot be composed or read (a typo, a wrong type, an unknown choice)."""
+
+
 class RunIncomplete(Exception):
     """The work ended but rows are missing or repeated; the run stays resumable (exit 1)."""
 

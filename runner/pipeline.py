@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
 from runner import cluster, faults, outputs, prompt, ray_fixes, readers, redaction, results, run_state, samples, structured
@@ -40,6 +40,8 @@ class PipelineRun:
     results_dir: Location
     started_at: float  # wall clock, before Ray starts
     finished_at: float  # wall clock, after the last file is written
+    # When each step in between ended (wall clock), so a benchmark can place its time.
+    marks: Dict[str, float] = field(default_factory=dict)
 
 
 def engine_kwargs(cfg: Mapping[str, Any], location: ModelLocation) -> Dict[str, Any]:
@@ -288,6 +290,7 @@ def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader
     started_at = time.time()
     env = worker_env(cfg)
     start_ray(cfg, env)
+    marks = {"ray_started": time.time()}
     if cluster.current() is not None:
         env = cluster.without_job_env(env)
     try:
@@ -303,7 +306,9 @@ def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader
             expand = functools.partial(samples.expand, n=n, id_column=scan.id_column, partial=partly_done or {})
             dataset = dataset.flat_map(expand, num_cpus=light_cpus)
             original_columns.append(samples.SAMPLE_COLUMN)
+        marks["dataset_ready"] = time.time()
         processor = build_processor(cfg, model, env, original_columns)
+        marks["processor_built"] = time.time()
         out = processor(dataset)
         results = location.child(run_state.RESULTS)
         try:
@@ -318,7 +323,7 @@ def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader
                 f"the run's actors did not start within ray.engine_start_timeout_s={cfg['ray']['engine_start_timeout_s']} s: "
                 f"{cluster.unplaced_engines(cfg)}"
             ) from None
-        return PipelineRun(results_dir=results, started_at=started_at, finished_at=time.time())
+        return PipelineRun(results_dir=results, started_at=started_at, finished_at=time.time(), marks=marks)
     finally:
         stop_ray()
 

@@ -7,10 +7,11 @@ tracking store was unreachable (`python -m runner.track <run folder>`).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, Iterable, Mapping, Optional
+from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from runner import redaction, result_files
 from runner.errors import RunnerError
@@ -342,7 +343,7 @@ def log_run_folder(
     # user tags start_run would add are resolved the same way.
     created = client.create_run(exp_id, start_time=begin_ms, tags=context_registry.resolve_tags(all_tags), run_name=run_name)
     run_id = created.info.run_id
-    try:
+    with _failed_on_error(client, run_id):
         _log_batches(client, run_id, params=_params(config), metrics={k: float(v) for k, v in summary["metrics"].items()}, stamp_ms=end_ms)
         series = system_series(run.child(SYSTEM_CSV), times["last_attempt"])
         for start in range(0, len(series), 1000):
@@ -361,14 +362,64 @@ def log_run_folder(
         table = sample_table(results, text_columns, int(tracking.get("sample_rows", 8)))
         if table is not None:
             client.log_table(run_id, data=table, artifact_file="samples.json")
+    client.set_terminated(run_id, "FINISHED", end_time=end_ms)
+    return run_id
+
+
+def log_record(
+    config: Mapping[str, Any],
+    outputs_root: Path,
+    run_name: str,
+    tags: Mapping[str, str],
+    metrics: Mapping[str, float],
+    extra_params: Optional[Mapping[str, str]] = None,
+    files: Iterable[Tuple[Path, Optional[str]]] = (),
+    started_at: Optional[float] = None,
+) -> str:
+    """One MLflow run of figures measured elsewhere (runner.bench), in the config's store: the
+    config as params, redacted as every logged config is, the figures, and files (path, folder
+    in the artifacts), spanning started_at (epoch seconds) to now. Returns its run id."""
+    import mlflow
+    from mlflow.tracking.context import registry as context_registry
+
+    exp_id = open_store(config["tracking"], outputs_root)
+    client = mlflow.MlflowClient()
+    start_ms = int(started_at * 1000) if started_at is not None else None
+    run_id = client.create_run(exp_id, start_time=start_ms, tags=context_registry.resolve_tags(dict(tags)), run_name=run_name).info.run_id
+    with _failed_on_error(client, run_id):
+        _log_batches(client, run_id, params={**_params(config), **(extra_params or {})}, metrics=metrics, stamp_ms=None)
+        for path, folder in files:
+            client.log_artifact(run_id, str(path), artifact_path=folder)
+    client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def attach_files(uri: str, run_id: str, files: Mapping[str, bytes]) -> None:
+    """Add files (name -> content) to an existing run's artifacts, e.g. runner.compare's table
+    and plot on a sweep's parent run."""
+    import tempfile
+
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    with tempfile.TemporaryDirectory(prefix="runner-attach-") as staging:
+        for name, content in files.items():
+            path = Path(staging) / name
+            path.write_bytes(content)
+            client.log_artifact(run_id, str(path))
+
+
+@contextlib.contextmanager
+def _failed_on_error(client, run_id: str):
+    """A run whose logging fails is marked FAILED, never left RUNNING."""
+    try:
+        yield
     except BaseException:
         try:
             client.set_terminated(run_id, "FAILED")
         except Exception as error:  # noqa: BLE001 - the first failure is the one to report
             log.error("MLflow run %s could not be marked FAILED (%s)", run_id, error)
         raise
-    client.set_terminated(run_id, "FINISHED", end_time=end_ms)
-    return run_id
 
 
 def _log_batches(client, run_id: str, params: Mapping[str, str], metrics: Mapping[str, float], stamp_ms: Optional[int]) -> None:

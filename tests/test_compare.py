@@ -18,6 +18,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from runner import compare as cmp
+from runner.compare import overrides, table as job_table
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -55,12 +56,15 @@ def job(batch_size, price, wall, out_tokens, steady, startup, rows=100, hw="l4",
     return {"overrides": f"processor.batch_size={batch_size}", "params": params, "metrics": metrics, "status": status, "error": error}
 
 
-def log_sweep(client, experiment_id, sweep_id, jobs, start, overrides_tag=True, common=""):
-    """A multirun as the runner logs it: a parent run and one nested run per job."""
+def log_sweep(client, experiment_id, sweep_id, jobs, start, overrides_tag=True, common="", sweep_params=None):
+    """A multirun as the runner logs it: a parent run (with the multirun's overrides as params,
+    `sweep_params`, as runner.tracking.start_sweep_run stores them) and one nested run per job."""
     parent = client.create_run(
         experiment_id, start_time=start, run_name=f"sweep-{sweep_id}",
         tags={"runner.role": "sweep", "runner.sweep_id": sweep_id},
     ).info.run_id
+    if sweep_params:
+        client.log_batch(parent, params=[Param(f"sweep.{k}", v) for k, v in sweep_params.items()])
     children = []
     for i, spec in enumerate(jobs):
         tags = {
@@ -73,6 +77,7 @@ def log_sweep(client, experiment_id, sweep_id, jobs, start, overrides_tag=True, 
             tags["runner.overrides"] = f"{common} {spec['overrides']}".strip()
         if spec["error"]:
             tags["runner.error"] = spec["error"]
+        tags.update(spec.get("tags", {}))
         run_id = client.create_run(experiment_id, start_time=start + 1000 * (i + 1), tags=tags, run_name=f"{sweep_id}-{i}").info.run_id
         client.log_batch(
             run_id,
@@ -112,8 +117,12 @@ def store(tmp_path_factory):
     exp = client.create_experiment("runner", artifact_location=(root / "mlartifacts").as_uri())
     old_parent, old_children = log_sweep(client, exp, "s1", OLD, T0)
     cpu_parent, _ = log_sweep(client, exp, "cpu", CPU, T0 + 100_000)
-    # Overrides every job shares are left out of the job labels.
-    new_parent, new_children = log_sweep(client, exp, "s2", NEW, T0 + 200_000, common="+experiment=batch_size_sweep model=llama31_8b")
+    # Overrides every job shares are left out of the job labels. The newest sweep's parent
+    # stores the multirun's overrides, as the runner's does; the older ones were logged without.
+    new_parent, new_children = log_sweep(
+        client, exp, "s2", NEW, T0 + 200_000, common="+experiment=batch_size_sweep model=llama31_8b",
+        sweep_params={"overrides": "+experiment=batch_size_sweep model=llama31_8b", "processor.batch_size": "8,16,32,64"},
+    )
     return {
         "root": root, "uri": uri, "client": client, "experiment": exp,
         "new_parent": new_parent, "new_children": new_children, "old_parent": old_parent,
@@ -230,6 +239,58 @@ def test_swept_from_params_when_no_overrides_tag(tmp_path):
     assert result.table.index[0] == "hw.name=h100 processor.batch_size=16"
     assert result.cheapest == "hw.name=l4 processor.batch_size=16"
     assert_png(result.plot_path)
+
+
+def test_the_sweeps_own_record_says_what_was_swept(tmp_path):
+    # Every job's model.path differs (a folder per job) and no job carries its overrides: a guess
+    # from the params alone would take the paths for the setting. The parent's record says
+    # hw (a group: its hw.name column) and processor.batch_size (the sweeper's param) were swept.
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.create_experiment("grid", artifact_location=(tmp_path / "art").as_uri())
+    jobs = [
+        job(batch, price=price, wall=wall, out_tokens=8000, steady=100, startup=20, hw=hw, extra={"model.path": f"/tmp/model-{i}"})
+        for i, (hw, price, batch, wall) in enumerate([("l4", 0.8, 8, 100), ("l4", 0.8, 16, 80), ("h100", 12.29, 8, 20), ("h100", 12.29, 16, 18)])
+    ]
+    log_sweep(client, exp, "g1", jobs, T0, overrides_tag=False,
+              sweep_params={"overrides": "hw=l4,h100 model=llama31_8b", "processor.batch_size": "8,16"})
+    result = cmp.compare(uri, "grid", out_png=tmp_path / "g.png", log_to_parent=False)
+    assert result.swept == ["hw.name", "processor.batch_size"]
+    assert list(result.table.index) == [
+        "hw.name=h100 processor.batch_size=16", "hw.name=h100 processor.batch_size=8",
+        "hw.name=l4 processor.batch_size=16", "hw.name=l4 processor.batch_size=8",
+    ]
+    assert "model.path" not in result.table.columns
+
+
+def test_stored_overrides_are_read_with_hydras_parser():
+    text = "processor.batch_size=8 +engine.extra.swap_space=4 hw=l4 prompt.choices=[politics, sport] ~dataset.limit prompt.system=Be brief"
+    assert overrides.split(text) == [
+        "processor.batch_size=8", "+engine.extra.swap_space=4", "hw=l4", "prompt.choices=[politics, sport]", "~dataset.limit",
+        "prompt.system=Be brief",
+    ]
+    assert overrides.values(text) == {
+        "processor.batch_size": 8, "engine.extra.swap_space": 4, "hw": "l4", "prompt.choices": ["politics", "sport"], "prompt.system": "Be brief",
+    }
+    parent = {"overrides": "hw=l4,h100 model=llama31_8b prompt.temperature=range(0,1,0.5)", "processor.batch_size": "8,16", "other": "x"}
+    assert overrides.swept_by_parent({f"sweep.{k}": v for k, v in parent.items()}) == ["hw", "prompt.temperature", "processor.batch_size"]
+
+
+def test_a_tag_column_is_one_entry(store, tmp_path, monkeypatch):
+    # Jobs tagged with the engine they ran on show it beside their status; a job without the tag shows "-".
+    monkeypatch.setattr(job_table, "TAG_COLUMNS", {"engine": "runner.engine"})
+    client = store["client"]
+    for run_id in store["new_children"][:2]:
+        client.set_tag(run_id, "runner.engine", "warm-1")
+    try:
+        result = cmp.compare(store["uri"], "runner", out_png=tmp_path / "e.png", log_to_parent=False)
+    finally:
+        for run_id in store["new_children"][:2]:
+            client.delete_tag(run_id, "runner.engine")
+    assert list(result.table.columns[:3]) == ["processor.batch_size", "status", "engine"]
+    assert list(result.table["engine"].fillna("-")) == ["-", "warm-1", "warm-1", "-"]  # batch 32, 16, 8, 64
+    header, first = result.text.splitlines()[1].split(), result.text.splitlines()[2].split()
+    assert header[:3] == ["processor.batch_size", "status", "engine"] and first[:3] == ["32", "finished", "-"]
 
 
 def test_clear_errors(store, tmp_path):
