@@ -142,7 +142,7 @@ def check_resumable(manifest: Manifest, config: Mapping[str, Any], input_fp: Map
             + "; ".join(changed_input[:10])
             + ". Fix: restore the input, or start a new run on the new input"
         )
-    changes = config_changes(_as_read_now(manifest.config), config)
+    changes = config_changes(_as_read_now(manifest.config), _as_read_now(config))
     if not changes:
         return []
     defining = [c for c in changes if _defines_output(c)]
@@ -161,8 +161,8 @@ def check_resumable(manifest: Manifest, config: Mapping[str, Any], input_fp: Map
 
 
 def _as_read_now(config: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A run's saved config as this runner reads it: a setting the schema gained since the run
-    started is at its default (the behaviour the run had), not a change to refuse."""
+    """A config as this runner reads it: a setting the schema gained since a run started is at
+    its default (the behaviour the run had) on both sides, not a change to refuse."""
     from omegaconf.errors import OmegaConfBaseException
 
     from runner import config as run_config
