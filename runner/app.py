@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from runner import (
     accounting, cluster, faults, metrics, models, pipeline, plan, preflight, prompt, readers, redaction, run_state, samples, schema, storage,
     summary, sysmon,
     tracking,
 )
+from runner.config import to_dict
 from runner.errors import RunIncomplete
 from runner.storage import Location
 
@@ -71,17 +72,19 @@ def save_config(config: Dict[str, Any], location: Location) -> None:
 def run(
     cfg: DictConfig,
     run_dir: Path,
-    outputs_root: Path = Path("outputs"),
+    outputs_root: Optional[Path] = None,
     parent_run_id: Optional[str] = None,
     tags: Optional[Dict[str, str]] = None,
     resume: bool = False,
     force: bool = False,
     location: Optional[Location] = None,
 ) -> RunOutcome:
-    """Run one job; with resume=True, finish the run at `location` (default: from run_dir)."""
+    """Run one job; with resume=True, finish the run at `location` (default: from run_dir).
+    outputs_root defaults to the config's paths.outputs."""
     redaction.install_log_redaction()
     schema.validate(cfg)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = to_dict(cfg)
+    outputs_root = Path(outputs_root or config["paths"]["outputs"])
     location = location or run_location(config, run_dir, outputs_root)
     reader = preflight.run_checks(config, location, resume)
     if not cluster.target(config["ray"]):

@@ -1,16 +1,16 @@
 """What every command shares: one log format and one way to end (runner.errors' rule).
 
 `python -m runner` gets its logging from Hydra (conf/config.yaml's job_logging, the same
-format); the other commands call `command(main)`.
+format) and ends through `hydra_command(main)`; the other commands call `command(main)`.
 """
 
 from __future__ import annotations
 
 import logging
 import sys
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
-from runner.errors import RunIncomplete, RunnerError, exit_code
+from runner.errors import EXIT_FAILED, EXIT_REFUSED, RunIncomplete, RunnerError, exit_code
 
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 log = logging.getLogger("runner")
@@ -39,3 +39,18 @@ def run(body: Callable[[], Optional[int]], level: int = logging.INFO) -> int:
 
 def command(body: Callable[[], Optional[int]], level: int = logging.INFO) -> None:
     sys.exit(run(body, level))
+
+
+def hydra_command(main: Callable[[], Any]) -> None:
+    """Run a @hydra.main entry point by the rule. A command line Hydra cannot compose (an
+    unknown key or choice, a wrong type) is reported by Hydra itself, the key and what it
+    takes without a traceback, and ends with exit 1 before any job starts, and so before
+    any run folder exists: by the rule, a refused config is exit 2."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        main()
+    except SystemExit as exit_:
+        if exit_.code == EXIT_FAILED and not HydraConfig.initialized():
+            sys.exit(EXIT_REFUSED)
+        raise

@@ -10,9 +10,6 @@ from runner import cluster, gpus, models, outputs, prompt, readers, redaction, r
 from runner.errors import RunnerError
 from runner.storage import Location
 
-OUTPUT_FORMATS = ("parquet", "jsonl")
-
-
 class PreflightError(RunnerError):
     def __init__(self, problems: List[str]):
         self.problems = problems
@@ -137,14 +134,7 @@ def check_limits(cfg: Mapping[str, Any]) -> List[str]:
             f"prompt.max_tokens={cfg['prompt']['max_tokens']} leaves no room for the prompt in "
             f"max_model_len={max_model_len} (the model allows {context}). Fix: {room}"
         )
-    if cfg["output"]["format"] not in OUTPUT_FORMATS:
-        problems.append(f"output.format={cfg['output']['format']!r}: use one of {', '.join(OUTPUT_FORMATS)}")
-    if cfg["errors"]["on_row_error"] not in ROW_ERROR_CHOICES:
-        problems.append(f"errors.on_row_error={cfg['errors']['on_row_error']!r}: use one of {', '.join(ROW_ERROR_CHOICES)}")
     return problems
-
-
-ROW_ERROR_CHOICES = ("continue", "fail")
 
 
 def _at_least(low: float) -> Callable[[float], bool]:

@@ -13,7 +13,7 @@ from typing import List, Optional
 
 from omegaconf import OmegaConf
 
-from runner import app, cli, run_state, schema, storage
+from runner import app, cli, config, run_state, storage
 
 
 def load_run_config(location: storage.Location, overrides=()):
@@ -26,11 +26,8 @@ def load_run_config(location: storage.Location, overrides=()):
         if manifest is None:
             raise run_state.ResumeError(f"{location} holds neither {run_state.CONFIG} nor {run_state.MANIFEST}: not a run's location. "
                                         "Fix: the location the run printed (its Hydra folder, or the URI under output.uri)")
-        raw = OmegaConf.create(manifest.config)
-    cfg = OmegaConf.merge(OmegaConf.structured(schema.RunConfig), raw)
-    if overrides:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    return cfg
+        raw = manifest.config
+    return config.typed(raw, overrides)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -38,7 +35,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("location", help="the run's folder or URI")
     parser.add_argument("overrides", nargs="*", help="key=value settings that cannot alter outputs, e.g. ray.address=auto (needs --force)")
     parser.add_argument("--force", action="store_true", help="accept config changes that cannot alter outputs")
-    parser.add_argument("--outputs-root", type=Path, default=Path("outputs"))
+    parser.add_argument("--outputs-root", type=Path, help="the folder of the local MLflow store (default: the run's paths.outputs)")
     # Intermixed: `<location> --force key=value` (the README's form) leaves plain parse_args
     # with the overrides unclaimed once the empty list was taken before --force.
     return parser.parse_intermixed_args(argv)

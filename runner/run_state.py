@@ -142,7 +142,7 @@ def check_resumable(manifest: Manifest, config: Mapping[str, Any], input_fp: Map
             + "; ".join(changed_input[:10])
             + ". Fix: restore the input, or start a new run on the new input"
         )
-    changes = config_changes(manifest.config, config)
+    changes = config_changes(_as_read_now(manifest.config), _as_read_now(config))
     if not changes:
         return []
     defining = [c for c in changes if _defines_output(c)]
@@ -158,6 +158,19 @@ def check_resumable(manifest: Manifest, config: Mapping[str, Any], input_fp: Map
             + ". These settings do not change what a row produces; resume with --force to accept them"
         )
     return changes
+
+
+def _as_read_now(config: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A config as this runner reads it: a setting the schema gained since a run started is at
+    its default (the behaviour the run had) on both sides, not a change to refuse."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from runner import config as run_config
+
+    try:
+        return run_config.to_dict(run_config.typed(config))
+    except (run_config.ConfigError, OmegaConfBaseException):  # e.g. a key this runner no longer knows: reported as a change
+        return config
 
 
 def finished_ids(run: Location, id_column: str) -> Set[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -17,15 +18,58 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from runner.errors import RunnerError
 
 
+class Choice(str, Enum):
+    """A setting with a fixed list of values: Hydra refuses any other at compose time, naming
+    the list. OmegaConf reads a member by its name and writes it back by name, so each
+    member's name is its value; as a str it compares (and hashes) equal to that value."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ModelSource(Choice):
+    embedded = "embedded"
+    hub = "hub"
+    local = "local"
+
+
+class ModelWeights(Choice):
+    real = "real"
+    dummy = "dummy"
+
+
+class DatasetSource(Choice):
+    bundled = "bundled"
+    jsonl = "jsonl"
+    parquet = "parquet"
+    csv = "csv"
+    hub = "hub"
+    synthetic = "synthetic"
+
+
+class DuplicateIds(Choice):
+    fail = "fail"
+    rename = "rename"
+
+
+class OutputFormat(Choice):
+    parquet = "parquet"
+    jsonl = "jsonl"
+
+
+# `continue` is a keyword, so no class body can name that member.
+OnRowError = Choice("OnRowError", [("continue", "continue"), ("fail", "fail")], module=__name__, qualname="OnRowError")
+
+
 @dataclass
 class ModelConfig:
     name: str = MISSING
     # embedded: a model a Python package ships (converted once into the local cache);
     # hub: a Hugging Face repo id, downloaded by the engine workers; local: a folder.
-    source: str = MISSING
+    source: ModelSource = MISSING
     path: str = MISSING
     # dummy: random weights from the model's shipped config.json (benchmarks, no download).
-    weights: str = "real"
+    weights: ModelWeights = ModelWeights.real
     revision: Optional[str] = None
     tokenizer: Optional[str] = None
     # The model's own limit (max_position_embeddings); engine.max_model_len may lower it.
@@ -60,7 +104,7 @@ class EngineConfig:
 class DatasetConfig:
     name: str = MISSING
     # bundled (a file in runner/assets), jsonl, parquet, csv, hub, synthetic
-    source: str = MISSING
+    source: DatasetSource = MISSING
     # A file, a folder or a URI (s3://, gs://, ...); hub: the dataset's repo id.
     path: Optional[str] = None
     hub_config: Optional[str] = None
@@ -72,7 +116,7 @@ class DatasetConfig:
     id_column: Optional[str] = None
     # An id that occurs more than once: fail (stop before any work, naming where) or
     # rename (the 2nd, 3rd... occurrence in file order becomes <id>#2, <id>#3...).
-    on_duplicate_id: str = "fail"
+    on_duplicate_id: DuplicateIds = DuplicateIds.fail
     # The column of reference texts (e.g. highlights) each output is scored against (ROUGE);
     # null: no quality figures.
     reference_column: Optional[str] = None
@@ -160,7 +204,7 @@ class RayConfig:
 @dataclass
 class TrackingConfig:
     enabled: bool = True
-    # null: a SQLite store at outputs/mlflow.db with artifacts in outputs/mlartifacts.
+    # null: a SQLite store at <paths.outputs>/mlflow.db with artifacts in <paths.outputs>/mlartifacts.
     uri: Optional[str] = None
     # The run's local folder (output.uri or outputs/) is on storage every node of the Ray
     # cluster mounts at the same path; without it a multi-node run needs a URI.
@@ -173,7 +217,7 @@ class TrackingConfig:
 
 @dataclass
 class OutputConfig:
-    format: str = "parquet"
+    format: OutputFormat = OutputFormat.parquet
     # Where runs live: null keeps each run in its Hydra folder (outputs/runs/<date_time>);
     # a folder or URI (s3://bucket/prefix, gs://..., /mnt/shared/runs) puts the run's state,
     # results and figures under it, at the same relative path (runs/<date_time>).
@@ -187,9 +231,17 @@ class OutputConfig:
 class ErrorsConfig:
     # continue: a row that fails (bad field, prompt too long, engine error) goes to the
     # run's failed/ folder with its reason and the run goes on; fail: it stops the run.
-    on_row_error: str = "continue"
+    on_row_error: OnRowError = OnRowError["continue"]
     # Rows whose prompts are tokenized before the run, to find any that cannot fit.
     length_check_rows: int = 10000
+
+
+@dataclass
+class PathsConfig:
+    # Run folders (runs/<date_time>, multirun/<date_time>/<job>), the local MLflow store
+    # (mlflow.db, mlartifacts/), comparison plots and bench runs; relative to where the
+    # command runs.
+    outputs: str = "outputs"
 
 
 @dataclass
@@ -204,6 +256,7 @@ class RunConfig:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     errors: ErrorsConfig = field(default_factory=ErrorsConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
     # Check config, model and data, print the plan, start nothing.
     dry_run: bool = False
 
@@ -245,7 +298,8 @@ def validate(cfg: DictConfig) -> None:
             + ". Fix: check the spelling against runner/schema.py; vLLM arguments we do not list go under engine.extra.<name>"
         )
     from runner import outputs, preflight
+    from runner.config import to_dict
 
-    problems = outputs.config_problems(OmegaConf.to_container(cfg, resolve=True))
+    problems = outputs.config_problems(to_dict(cfg))
     if problems:
         raise preflight.PreflightError(problems)

@@ -24,7 +24,6 @@ log = logging.getLogger(__name__)
 
 SWEEP_ID_ENV = "RUNNER_SWEEP_ID"
 PARENT_RUN_ENV = "RUNNER_SWEEP_PARENT_RUN_ID"
-OUTPUTS_ROOT = Path("outputs")
 
 
 def current() -> Dict[str, Optional[str]]:
@@ -56,7 +55,7 @@ class SweepTracking(Callback):
         params = dict(OmegaConf.to_container(swept)) if swept else {}
         params["overrides"] = " ".join(config.hydra.overrides.task)
         try:
-            parent = tracking.start_sweep_run(OmegaConf.to_container(config.tracking), OUTPUTS_ROOT, sweep_id, sweep_dir, params)
+            parent = tracking.start_sweep_run(OmegaConf.to_container(config.tracking), Path(config.paths.outputs), sweep_id, sweep_dir, params)
         except Exception as error:  # noqa: BLE001 - jobs still run and write results; they log unnested
             log.error("tracking: could not open the sweep's parent run (%s); jobs are logged without it", error)
             return
@@ -76,23 +75,24 @@ class SweepTracking(Callback):
         if not parent:
             return
         tracking_cfg = OmegaConf.to_container(config.tracking)
+        outputs_root = Path(config.paths.outputs)
         failed = sum(1 for r in self.results if r != "finished")
         try:
-            tracking.end_sweep_run(tracking_cfg, OUTPUTS_ROOT, parent, len(self.results), failed)
+            tracking.end_sweep_run(tracking_cfg, outputs_root, parent, len(self.results), failed)
         except Exception as error:  # noqa: BLE001 - every job is done and logged; a raise here is only a traceback
-            _report_unclosed(tracking_cfg, parent, sweep_id, tracking.sweep_status(len(self.results), failed), error)
+            _report_unclosed(tracking_cfg, outputs_root, parent, sweep_id, tracking.sweep_status(len(self.results), failed), error)
             return
         if len(self.results) > failed:
-            self._compare(tracking_cfg, sweep_id, parent)
+            self._compare(tracking_cfg, outputs_root, sweep_id, parent)
 
     @staticmethod
-    def _compare(tracking_cfg: Dict[str, Any], sweep_id: str, parent: str) -> None:
+    def _compare(tracking_cfg: Dict[str, Any], outputs_root: Path, sweep_id: str, parent: str) -> None:
         from runner import compare
 
         try:
             result = compare.compare(
-                tracking.resolve_uri(tracking_cfg, OUTPUTS_ROOT), tracking_cfg["experiment"], sweep_id=sweep_id,
-                parent_run_id=parent, out_png=OUTPUTS_ROOT / "compare" / f"{sweep_id}.png",
+                tracking.resolve_uri(tracking_cfg, outputs_root), tracking_cfg["experiment"], sweep_id=sweep_id,
+                parent_run_id=parent, out_png=outputs_root / "compare" / f"{sweep_id}.png",
             )
         except Exception as error:  # noqa: BLE001 - the sweep's runs are logged; comparing can be redone
             log.error("comparison failed (%s); redo it with: python -m runner.compare --sweep %s", error, sweep_id)
@@ -100,8 +100,8 @@ class SweepTracking(Callback):
         print(result.text, flush=True)
 
 
-def _report_unclosed(tracking_cfg: Dict[str, Any], parent: str, sweep_id: str, status: str, error: Exception) -> None:
-    uri = tracking.resolve_uri(tracking_cfg, OUTPUTS_ROOT)
+def _report_unclosed(tracking_cfg: Dict[str, Any], outputs_root: Path, parent: str, sweep_id: str, status: str, error: Exception) -> None:
+    uri = tracking.resolve_uri(tracking_cfg, outputs_root)
     close = (
         f"python -c \"import mlflow; mlflow.set_tracking_uri('{uri}'); "
         f"mlflow.MlflowClient().set_terminated('{parent}', '{status}')\""

@@ -18,7 +18,7 @@ def track(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     # A string, not a Path: Path("s3://b/run") would fold the URI's "//".
     parser.add_argument("run_dir", help="the run's folder or URI")
-    parser.add_argument("--outputs-root", type=Path, default=Path("outputs"))
+    parser.add_argument("--outputs-root", type=Path, help="the folder of the local MLflow store (default: the run's paths.outputs)")
     parser.add_argument("--uri", help="log to this tracking store instead of the one the run was configured with")
     args = parser.parse_args(argv)
     run_id = tracking.log_run_folder(storage.resolve(args.run_dir), args.outputs_root, uri=args.uri)

@@ -291,13 +291,13 @@ def log_failed_run(
 
 def log_run_folder(
     run,
-    outputs_root: Path,
+    outputs_root: Optional[Path],
     parent_run_id: Optional[str] = None,
     tags: Optional[Mapping[str, str]] = None,
     uri: Optional[str] = None,
 ) -> str:
     """Log a run (a storage Location or a local path) to MLflow (to `uri` if given, else the
-    run's own store); returns the MLflow run id.
+    run's own store, under outputs_root or the run's paths.outputs); returns the MLflow run id.
 
     A run on local disk has its results copied into MLflow's artifacts; a run in object
     storage is already where every node and person can read it, so MLflow gets its small
@@ -322,7 +322,7 @@ def log_run_folder(
     config = yaml.safe_load(run.child(run_state.CONFIG).read_text())
     summary = json.loads(run.child(run_state.METRICS).read_text())
     tracking = config["tracking"]
-    exp_id = open_store(tracking, outputs_root, uri)
+    exp_id = open_store(tracking, Path(outputs_root or saved_outputs_root(config)), uri)
     results, failed = run.child(run_state.RESULTS), run.child(run_state.FAILED)
     all_tags = {
         "runner.run_dir": run.uri,
@@ -364,6 +364,13 @@ def log_run_folder(
             client.log_table(run_id, data=table, artifact_file="samples.json")
     client.set_terminated(run_id, "FINISHED", end_time=end_ms)
     return run_id
+
+
+def saved_outputs_root(config: Mapping[str, Any]) -> str:
+    """paths.outputs of a saved run config; the default for a run saved before that setting."""
+    from runner.schema import PathsConfig
+
+    return (config.get("paths") or {}).get("outputs") or PathsConfig.outputs
 
 
 def log_record(

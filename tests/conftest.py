@@ -1,26 +1,12 @@
+"""Shared fixtures. A test composes the run config with runner.config.compose, as the tools do."""
+
 import os
-from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from runner import schema
-
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 # Tests never reach a model or dataset hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-schema.register()
-
-
-def compose_config(*overrides: str, return_hydra: bool = False):
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides), return_hydra_config=return_hydra)
-
-
-@pytest.fixture
-def compose_cfg():
-    return compose_config
 
 
 @pytest.fixture(scope="session")

@@ -6,14 +6,13 @@ The real two-node cluster is tests/test_cluster.py."""
 import json
 
 import pytest
-from omegaconf import OmegaConf
 
 from runner import cluster, preflight, storage
-from tests.conftest import compose_config
+from runner.config import compose, to_dict
 
 
 def config(*overrides):
-    return OmegaConf.to_container(compose_config(*overrides), resolve=True)
+    return to_dict(compose(overrides))
 
 
 def node(cpus=4.0, gpus=0.0, kind=None, node_id="n1"):

@@ -1,13 +1,15 @@
 """Every option of every group, and every experiment, composes; typos and wrong types fail at compose time."""
 
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
 from runner import schema
-from tests.conftest import CONF_DIR, compose_config
+from runner.config import CONF_DIR, compose
 
 GROUPS = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "experiment")
 # Groups whose options carry their own name (the schema has a `name` field for them).
@@ -42,7 +44,7 @@ def test_the_required_options_exist():
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_every_option_composes_and_resolves(group, option):
-    cfg = compose_config(f"{group}={option}", *NEEDS.get((group, option), []))
+    cfg = compose([f"{group}={option}", *NEEDS.get((group, option), [])])
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     if group in NAMED_GROUPS:
         # MLflow tags and run names come from it: a copied option that kept its source's
@@ -61,23 +63,23 @@ def test_every_experiment_composes_with_each_swept_value(experiment):
     when someone runs it, so a key it or its sweep misspells would otherwise surface then."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    cfg = compose_config(f"+experiment={experiment}")
+    cfg = compose([f"+experiment={experiment}"])
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     schema.validate(cfg)
-    swept = compose_config(f"+experiment={experiment}", return_hydra=True).hydra.sweeper.get("params") or {}
+    swept = compose([f"+experiment={experiment}"], return_hydra_config=True).hydra.sweeper.get("params") or {}
     if not swept:
         return
     parser = OverridesParser.create()
     parsed = parser.parse_overrides([f"{key}={value}" for key, value in swept.items()])
     for override in parsed:
         for value in override.sweep_string_iterator():
-            one = compose_config(f"+experiment={experiment}", f"{override.get_key_element()}={value}")
+            one = compose([f"+experiment={experiment}", f"{override.get_key_element()}={value}"])
             OmegaConf.to_container(one, resolve=True, throw_on_missing=True)
             schema.validate(one)
 
 
 def test_default_is_the_embedded_job():
-    cfg = compose_config()
+    cfg = compose()
     assert cfg.model.name == "smollm2_135m" and cfg.model.source == "embedded"
     assert cfg.dataset.name == "sample_news" and cfg.hw.name == "cpu"
     assert cfg.prompt.temperature == 0.3 and cfg.prompt.max_tokens == 150
@@ -86,7 +88,7 @@ def test_default_is_the_embedded_job():
 
 
 def test_l4_profile_sets_processor_and_engine():
-    cfg = compose_config("model=llama31_8b", "hw=l4")
+    cfg = compose(["model=llama31_8b", "hw=l4"])
     assert cfg.hw.accelerator_type == "L4" and cfg.hw.gpus_per_replica == 1
     assert cfg.processor.batch_size == 16 and cfg.processor.concurrency == 1
     assert cfg.engine.max_model_len == 16384 and cfg.engine.enable_chunked_prefill is True
@@ -96,7 +98,7 @@ def test_l4_profile_sets_processor_and_engine():
 
 
 def test_command_line_beats_the_hw_profile():
-    cfg = compose_config("hw=l4", "engine.max_num_batched_tokens=4096")
+    cfg = compose(["hw=l4", "engine.max_num_batched_tokens=4096"])
     assert cfg.engine.max_num_batched_tokens == 4096
 
 
@@ -112,15 +114,15 @@ def test_unknown_key_fails_naming_it(override, key):
     # Without `+` Hydra refuses the key itself; with `+` it adds it, and the schema check
     # that runs before anything else refuses it.
     with pytest.raises(ConfigCompositionException) as caught:
-        compose_config(override.lstrip("+"))
+        compose([override.lstrip("+")])
     assert key in str(caught.value.__cause__ or caught.value)
     with pytest.raises(schema.UnknownKeyError) as caught:
-        schema.validate(compose_config(override))
+        schema.validate(compose([override]))
     assert key in str(caught.value) and "engine.extra" in str(caught.value)
 
 
 def test_extra_engine_arguments_pass_the_schema_check():
-    schema.validate(compose_config("+engine.extra.swap_space=4"))
+    schema.validate(compose(["+engine.extra.swap_space=4"]))
 
 
 @pytest.mark.parametrize(
@@ -129,26 +131,49 @@ def test_extra_engine_arguments_pass_the_schema_check():
 )
 def test_wrong_type_fails_naming_it(override, key):
     with pytest.raises(ConfigCompositionException) as caught:
-        compose_config(override)
+        compose([override])
     assert key in str(caught.value.__cause__ or caught.value)
 
 
-def test_unknown_key_in_a_yaml_option_fails(tmp_path):
-    conf = tmp_path / "conf"
+def test_unknown_key_in_a_yaml_option_fails(tmp_path, monkeypatch):
     import shutil
 
+    from runner import config as run_config
+
+    conf = tmp_path / "conf"
     shutil.copytree(CONF_DIR, conf)
     (conf / "model" / "typo.yaml").write_text("name: typo\nsource: hub\npath: x/y\ncontext_length: 10\nmax_len: 5\n")
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        with pytest.raises(ConfigCompositionException) as caught:
-            compose(config_name="config", overrides=["model=typo"])
+    monkeypatch.setattr(run_config, "CONF_DIR", conf)
+    with pytest.raises(ConfigCompositionException) as caught:
+        compose(["model=typo"])
     assert "max_len" in str(caught.value.__cause__ or caught.value)
 
 
 def test_unknown_group_option_fails_listing_the_choices():
     with pytest.raises(ConfigCompositionException) as caught:
-        compose_config("hw=tpu_v9")
+        compose(["hw=tpu_v9"])
     message = str(caught.value)
     assert "tpu_v9" in message and "cpu" in message and "l4" in message
+
+
+def test_outputs_keep_their_default_layout_under_paths_outputs():
+    from runner import tracking
+
+    for overrides, root in (([], "outputs"), (["paths.outputs=/data/runner"], "/data/runner")):
+        cfg = compose(overrides, return_hydra_config=True)
+        assert cfg.paths.outputs == root
+        assert re.fullmatch(rf"{root}/runs/\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d", cfg.hydra.run.dir)
+        assert re.fullmatch(rf"{root}/multirun/\d{{4}}-\d\d-\d\d_\d\d-\d\d-\d\d", cfg.hydra.sweep.dir)
+        assert tracking.resolve_uri(cfg.tracking, Path(cfg.paths.outputs)) == f"sqlite:///{(Path(root) / 'mlflow.db').resolve()}"
+
+
+def test_no_module_hard_codes_the_outputs_folder():
+    import runner
+
+    package = Path(runner.__file__).parent
+    found = [
+        f"{path.relative_to(package)}:{number}" for path in package.rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if re.search(r"""Path\(["']outputs["']\)|=\s*["']outputs["']""", line)
+    ]
+    assert [where.split(":")[0] for where in found] == ["schema.py"]  # PathsConfig's default, the one place

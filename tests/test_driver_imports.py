@@ -5,18 +5,15 @@ import subprocess
 import sys
 import textwrap
 
-from tests.conftest import CONF_DIR
+from tests.e2e_helpers import ROOT
 
 PROBE = textwrap.dedent(
     """
     import sys
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-    from runner import models, pipeline, schema
+    from runner import models, pipeline
+    from runner.config import compose, to_dict
 
-    schema.register()
-    with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
-        config = OmegaConf.to_container(compose("config", overrides=["ray.num_cpus=2"]), resolve=True)
+    config = to_dict(compose(["ray.num_cpus=2"]))
     pipeline.start_ray(config, {})
     try:
         processor = pipeline.build_processor(config, models.locate(config["model"]), {}, ["id", "article", "highlights"])
@@ -31,7 +28,7 @@ PROBE = textwrap.dedent(
 
 
 def test_processor_builds_without_vllm_on_the_driver():
-    done = subprocess.run([sys.executable, "-c", PROBE, str(CONF_DIR)], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
     assert done.stdout.strip().endswith("ok")
 
@@ -39,13 +36,10 @@ def test_processor_builds_without_vllm_on_the_driver():
 LENGTH_PROBE = textwrap.dedent(
     """
     import sys
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-    from runner import models, preflight, prompt, readers, schema
+    from runner import models, preflight, prompt, readers
+    from runner.config import compose, to_dict
 
-    schema.register()
-    with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
-        config = OmegaConf.to_container(compose("config", overrides=sys.argv[2:]), resolve=True)
+    config = to_dict(compose(sys.argv[1:]))
     reader = readers.for_dataset(config["dataset"], text_columns=prompt.column_map(config["prompt"]).values())
     rows = reader.head(config["errors"]["length_check_rows"])
     found = preflight.check_prompt_lengths(config, models.locate(config["model"]).source, rows)
@@ -55,7 +49,7 @@ LENGTH_PROBE = textwrap.dedent(
 
 
 def length_check(*overrides):
-    done = subprocess.run([sys.executable, "-c", LENGTH_PROBE, str(CONF_DIR), *overrides], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-c", LENGTH_PROBE, *overrides], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-4000:]
     return done.stdout.strip().splitlines()[-1]
 

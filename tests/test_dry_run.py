@@ -3,11 +3,11 @@
 import json
 
 from runner import app
-from tests.conftest import compose_config
+from runner.config import compose
 
 
 def dry_run(tmp_path, capsys, *overrides):
-    cfg = compose_config("dry_run=true", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", *overrides)
+    cfg = compose(["dry_run=true", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", *overrides])
     outcome = app.run(cfg, tmp_path / "run", outputs_root=tmp_path / "outputs")
     assert not (tmp_path / "run").exists() and not (tmp_path / "mlflow.db").exists()
     printed = capsys.readouterr().out

@@ -55,7 +55,8 @@ def test_run_folder_holds_config_and_metrics(default_job):
     assert summary["rows"] == 32
     assert 0 < summary["startup_s"] < summary["wall_s"] and 0 < summary["generation_s"] < summary["wall_s"]
     assert summary["steady_output_tokens_per_s"] > summary["output_tokens_per_s"] > 0
-    assert "model:" in (run_dir / "config.yaml").read_text()
+    saved = (run_dir / "config.yaml").read_text()
+    assert "model:" in saved and "  format: parquet\n" in saved and "  on_row_error: continue\n" in saved
 
 
 @pytest.mark.slow
@@ -69,6 +70,8 @@ def test_mlflow_run_holds_params_metrics_artifacts_and_samples(default_job):
         assert run[f"metrics.{metric}"] > 0, metric
     assert run["metrics.rows"] == 32
     assert run["params.model.name"] == "smollm2_135m" and run["params.prompt.temperature"] == "0.3"
+    # Settings with fixed choices are Enums in the config; what is logged is their plain string.
+    assert run["params.output.format"] == "parquet" and run["params.model.source"] == "embedded"
     client = MlflowClient()
     names = {a.path for a in client.list_artifacts(run.run_id)}
     assert {"config.yaml", "metrics.json", "results", "samples.json"} <= names

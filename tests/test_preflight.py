@@ -7,23 +7,22 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
 
 from runner import preflight
-from tests.conftest import compose_config
+from runner.config import compose, to_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def problems(*overrides):
-    cfg = OmegaConf.to_container(compose_config(*overrides), resolve=True)
+    cfg = to_dict(compose(overrides))
     with pytest.raises(preflight.PreflightError) as caught:
         preflight.run_checks(cfg)
     return caught.value.problems
 
 
 def test_default_passes():
-    preflight.run_checks(OmegaConf.to_container(compose_config(), resolve=True))
+    preflight.run_checks(to_dict(compose()))
 
 
 def test_gpu_profile_on_a_machine_without_gpus(monkeypatch):
@@ -33,7 +32,7 @@ def test_gpu_profile_on_a_machine_without_gpus(monkeypatch):
 
 
 def hardware_problems(gpu_names, *overrides):
-    cfg = OmegaConf.to_container(compose_config(*overrides), resolve=True)
+    cfg = to_dict(compose(overrides))
     return preflight._local_gpu_problems(cfg["hw"], int(cfg["processor"]["concurrency"]), gpu_names)
 
 
@@ -79,7 +78,7 @@ def test_an_id_column_asked_for_must_exist_and_none_is_needed(tmp_path):
     found = problems("dataset=jsonl", f"dataset.path={tmp_path}/d.jsonl", "dataset.id_column=doc_id")
     assert any("dataset.id_column" in p and "doc_id" in p for p in found)
     # Without one asked for, ids are derived from file and line: nothing to fix.
-    preflight.run_checks(OmegaConf.to_container(compose_config("dataset=jsonl", f"dataset.path={tmp_path}/d.jsonl"), resolve=True))
+    preflight.run_checks(to_dict(compose(["dataset=jsonl", f"dataset.path={tmp_path}/d.jsonl"])))
 
 
 def test_parquet_schema_is_read_without_ray(tmp_path):
@@ -175,18 +174,18 @@ def test_out_of_range_settings_are_reported_together_with_their_defaults():
 @pytest.mark.parametrize("hw", ["cpu", "l4", "a10g", "a100_80g", "h100", "h100x2", "h100x8"])
 def test_every_shipped_profile_is_in_range(hw):
     model = "smollm2_135m" if hw == "cpu" else "llama31_8b"
-    cfg = OmegaConf.to_container(compose_config(f"hw={hw}", f"model={model}"), resolve=True)
+    cfg = to_dict(compose([f"hw={hw}", f"model={model}"]))
     assert preflight.check_settings(cfg) == [] and preflight.check_limits(cfg) == []
 
 
 def test_the_gpu_benchmark_config_is_in_range():
-    bench = OmegaConf.to_container(compose_config("+experiment=bench_h100"), resolve=True)
+    bench = to_dict(compose(["+experiment=bench_h100"]))
     assert preflight.check_settings(bench) == [] and preflight.check_limits(bench) == []
 
 
 def test_synthetic_sizes_are_checked_only_for_synthetic_data():
     assert any(p.startswith("dataset.input_tokens=0") for p in problems("dataset=synthetic", "prompt=raw", "dataset.input_tokens=0"))
-    cfg = OmegaConf.to_container(compose_config("dataset.input_tokens=0"), resolve=True)
+    cfg = to_dict(compose(["dataset.input_tokens=0"]))
     assert preflight.check_settings(cfg) == []
 
 
@@ -202,10 +201,6 @@ def test_max_tokens_at_the_model_context_does_not_suggest_a_longer_context():
     assert "Fix: lower prompt.max_tokens" in message and "raise engine.max_model_len" not in message
 
 
-def test_a_row_error_mode_that_is_not_one_of_the_two_is_refused():
-    assert "errors.on_row_error='skip': use one of continue, fail" in problems("errors.on_row_error=skip")
-
-
 def test_a_secret_in_hw_env_is_refused_before_it_reaches_a_file_or_ray():
     found = problems("+hw.env.HF_TOKEN=hf_notARealTokenButLongEnough123")
     assert any(p.startswith("hw.env.HF_TOKEN looks like a secret") and "export HF_TOKEN" in p for p in found)
@@ -214,7 +209,7 @@ def test_a_secret_in_hw_env_is_refused_before_it_reaches_a_file_or_ray():
 
 
 def default_cfg(*overrides):
-    return OmegaConf.to_container(compose_config(*overrides), resolve=True)
+    return to_dict(compose(overrides))
 
 
 def test_a_prompt_column_whose_file_type_is_not_text_is_refused():
@@ -316,7 +311,7 @@ def test_rays_private_gpu_naming_is_pinned(gpu_name, constant):
 def test_every_gpu_profile_names_a_type_ray_gives_its_cards():
     labels = set(EXPECTED_LABELS.values())
     profiles = sorted((ROOT / "conf" / "hw").glob("*.yaml"))
-    wanted = {path.stem: compose_config(f"hw={path.stem}").hw.accelerator_type for path in profiles}
+    wanted = {path.stem: compose([f"hw={path.stem}"]).hw.accelerator_type for path in profiles}
     assert {name for name, label in wanted.items() if label} >= {"h100", "l4", "a10g"}
     for name, label in wanted.items():
         assert label is None or label in labels, f"hw={name}: accelerator_type={label} is no label Ray gives a GPU"

@@ -1,17 +1,16 @@
 """What the hw profiles hand to Ray Data LLM: replicas, GPUs per replica, parallelism."""
 
 import pytest
-from omegaconf import OmegaConf
 
 from runner import pipeline
 from runner.models import ModelLocation
-from tests.conftest import compose_config
+from runner.config import compose, to_dict
 
 LOCATION = ModelLocation(source="/models/llama31_8b-dummy", load_format="dummy")
 
 
 def processor_config(*overrides):
-    config = OmegaConf.to_container(compose_config("model=llama31_8b", *overrides), resolve=True)
+    config = to_dict(compose(["model=llama31_8b", *overrides]))
     return pipeline.processor_config(config, LOCATION, {})
 
 

@@ -1,12 +1,11 @@
 import pytest
 
 from runner import prompt
-from tests.conftest import compose_config
-from omegaconf import OmegaConf
+from runner.config import compose, to_dict
 
 
 def summarize_cfg(**overrides):
-    cfg = OmegaConf.to_container(compose_config(*[f"prompt.{k}={v}" for k, v in overrides.items()]), resolve=True)
+    cfg = to_dict(compose([f"prompt.{k}={v}" for k, v in overrides.items()]))
     return cfg["prompt"]
 
 

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from runner import readers, storage
+from runner.config import compose, to_dict
 from runner.readers.base import pending_work
 
 INPUT_ERROR = readers.INPUT_ERROR_COLUMN
@@ -303,10 +304,8 @@ def test_synthetic_rows(tmp_path):
         readers.for_dataset({"source": "synthetic", "num_rows": 0, "input_tokens": 3})
 
 
-def test_hub_datasets_read_the_hubs_parquet_export(compose_cfg):
-    from omegaconf import OmegaConf
-
-    dataset = OmegaConf.to_container(compose_cfg("dataset=cnn_dailymail"), resolve=True)["dataset"]
+def test_hub_datasets_read_the_hubs_parquet_export():
+    dataset = to_dict(compose(["dataset=cnn_dailymail"]))["dataset"]
     reader = readers.for_dataset(dataset)  # builds the location only: no network until read
     assert isinstance(reader, readers.ParquetReader) and reader.limit == 1000
     assert reader.location.uri == "hf://datasets/abisee/cnn_dailymail@~parquet/3.0.0/test"
@@ -314,10 +313,8 @@ def test_hub_datasets_read_the_hubs_parquet_export(compose_cfg):
     assert readers.hub_uri("org/data", None, "train") == "hf://datasets/org/data@~parquet/default/train"
 
 
-def test_the_bundled_sample_is_read_at_once(compose_cfg):
-    from omegaconf import OmegaConf
-
-    dataset = OmegaConf.to_container(compose_cfg(), resolve=True)["dataset"]
+def test_the_bundled_sample_is_read_at_once():
+    dataset = to_dict(compose())["dataset"]
     started = time.perf_counter()
     reader = readers.for_dataset(dataset, text_columns=["article"])
     scan = reader.scan()

@@ -8,7 +8,6 @@ import textwrap
 import pytest
 
 from runner import redaction
-from tests.conftest import CONF_DIR
 from tests.e2e_helpers import ROOT, grep_tree, ray_sessions
 
 
@@ -63,12 +62,10 @@ def test_a_logged_traceback_is_masked(monkeypatch):
 
 
 def test_worker_env_carries_settings_but_no_secret():
-    from omegaconf import OmegaConf
-
     from runner import pipeline
-    from tests.conftest import compose_config
+    from runner.config import compose, to_dict
 
-    cfg = OmegaConf.to_container(compose_config("+hw.env.MY_API_KEY=abc", "+hw.env.OMP_NUM_THREADS=2"), resolve=True)
+    cfg = to_dict(compose(["+hw.env.MY_API_KEY=abc", "+hw.env.OMP_NUM_THREADS=2"]))
     assert pipeline.worker_env(cfg, "hf_" + "Q" * 34) == {"VLLM_CPU_KVCACHE_SPACE": "2", "OMP_NUM_THREADS": "2"}
 
 
@@ -76,13 +73,10 @@ INHERITANCE_PROBE = textwrap.dedent(
     """
     import json, os, sys
     import ray
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-    from runner import pipeline, redaction, schema
+    from runner import pipeline, redaction
+    from runner.config import compose, to_dict
 
-    schema.register()
-    with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
-        config = OmegaConf.to_container(compose("config", overrides=["ray.num_cpus=2"]), resolve=True)
+    config = to_dict(compose(["ray.num_cpus=2"]))
     env = pipeline.worker_env(config, redaction.hub_token())
     pipeline.start_ray(config, env)
     try:
@@ -106,7 +100,7 @@ def test_a_local_rays_workers_inherit_secrets_that_never_reach_rays_logs():
     secrets = {"HF_TOKEN": "hf_InheritedPlanted0123456789abcdefgh", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMIK7MDENGbPxRfiCYPLANTED42"}
     before = ray_sessions()
     done = subprocess.run(
-        [sys.executable, "-c", INHERITANCE_PROBE, str(CONF_DIR)], capture_output=True, text=True, timeout=300,
+        [sys.executable, "-c", INHERITANCE_PROBE], capture_output=True, text=True, timeout=300,
         env={**os.environ, **secrets, "PYTHONPATH": str(ROOT)},
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]

@@ -129,14 +129,12 @@ def test_settle_on_s3(s3, monkeypatch):
 
 
 def test_checks_name_a_bucket_that_cannot_be_read_or_written_before_anything_starts(s3, monkeypatch):
-    from omegaconf import OmegaConf
-
     from runner import preflight
-    from tests.conftest import compose_config
+    from runner.config import compose, to_dict
 
     for key, value in s3.env.items():
         monkeypatch.setenv(key, value)
-    config = OmegaConf.to_container(compose_config("dataset=jsonl", "dataset.path=s3://no-such-input/articles.jsonl"), resolve=True)
+    config = to_dict(compose(["dataset=jsonl", "dataset.path=s3://no-such-input/articles.jsonl"]))
     with pytest.raises(preflight.PreflightError) as refused:
         preflight.run_checks(config, storage.resolve("s3://no-such-output/runs/r1"))
     problems = refused.value.problems
@@ -159,15 +157,14 @@ def test_a_run_in_s3_is_logged_to_mlflow_from_its_uri(s3, monkeypatch, tmp_path)
     import mlflow
     import yaml
 
-    from tests.conftest import compose_config
+    from runner.config import compose, to_dict
     from tests.e2e_helpers import ROOT
 
     for key, value in s3.env.items():
         monkeypatch.setenv(key, value)
-    from omegaconf import OmegaConf
 
     run = storage.resolve(s3.create_bucket("track-test") + "/runs/r1")
-    run.child("config.yaml").write_text(yaml.safe_dump(OmegaConf.to_container(compose_config(), resolve=True)))
+    run.child("config.yaml").write_text(yaml.safe_dump(to_dict(compose())))
     run.child("metrics.json").write_text(json.dumps({"status": "finished", "metrics": {"rows_ok": 2.0}, "prompt_columns": ["article"]}))
     buffer = pa.BufferOutputStream()
     pq.write_table(rows(["a", "b"]), buffer)

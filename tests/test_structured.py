@@ -11,11 +11,11 @@ from omegaconf import OmegaConf
 
 from runner import outputs, pipeline, preflight, prompt, schema, structured
 from runner.results import GENERATION_COLUMNS, shape_result
-from tests.conftest import compose_config
+from runner.config import compose, to_dict
 
 
 def config(*overrides):
-    return OmegaConf.to_container(compose_config(*overrides), resolve=True)
+    return to_dict(compose(overrides))
 
 
 def extract_spec():
@@ -99,7 +99,7 @@ def test_choices_parse_to_a_label_only_when_in_the_list():
 ])
 def test_bad_structured_settings_stop_before_the_run_naming_the_key(overrides, needle):
     with pytest.raises(preflight.PreflightError) as caught:
-        schema.validate(compose_config(*overrides))
+        schema.validate(compose(overrides))
     assert needle in str(caught.value)
     assert "prompt." in str(caught.value)
 
@@ -108,7 +108,7 @@ def test_a_schema_file_is_read_in_the_driver(tmp_path, monkeypatch):
     path = tmp_path / "s.json"
     path.write_text(json.dumps({"type": "object", "properties": {"topic": {"type": "string", "maxLength": 20}}, "required": ["topic"]}))
     monkeypatch.chdir(tmp_path)  # a path relative to where the runner starts
-    cfg = compose_config("prompt=extract", "prompt.json_schema=s.json", "prompt.score_field=topic")
+    cfg = compose(["prompt=extract", "prompt.json_schema=s.json", "prompt.score_field=topic"])
     schema.validate(cfg)
     prompt_cfg = structured.resolved(OmegaConf.to_container(cfg, resolve=True)["prompt"])
     assert prompt_cfg["json_schema"]["properties"]["topic"]["maxLength"] == 20  # the workers get the mapping

@@ -16,6 +16,7 @@ def hydra_config(tmp_path, uri):
     return OmegaConf.create(
         {
             "tracking": {"enabled": True, "uri": uri, "experiment": "runner"},
+            "paths": {"outputs": str(tmp_path / "outputs")},
             "hydra": {"sweep": {"dir": str(tmp_path / "outputs" / "multirun" / "s")}, "sweeper": {"params": None}, "overrides": {"task": ["prompt.max_tokens=8,16"]}},
         }
     )

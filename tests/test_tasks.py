@@ -6,10 +6,10 @@ import re
 
 import pytest
 from jsonschema import Draft202012Validator
-from omegaconf import OmegaConf
 
 from runner import compare as cmp
-from tests.conftest import TASK_SWEEP_ROWS, compose_config
+from runner.config import compose, to_dict
+from tests.conftest import TASK_SWEEP_ROWS
 from tests.e2e_helpers import read_results
 
 ROWS = TASK_SWEEP_ROWS
@@ -36,7 +36,7 @@ def failed_rows(cwd, number):
 
 
 def prompt_cfg(option):
-    return OmegaConf.to_container(compose_config(f"prompt={option}"), resolve=True)["prompt"]
+    return to_dict(compose([f"prompt={option}"]))["prompt"]
 
 
 @pytest.mark.slow

@@ -9,10 +9,9 @@ import mlflow
 import pyarrow as pa
 import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
 
 from runner import app, run_state, storage, sysmon, tracking
-from tests.conftest import compose_config
+from runner.config import compose, to_dict
 
 # A job that ran an hour ago: 5 s of checks, a 60 s pipeline, 5 s to settle and seal.
 T0 = time.time() - 3600.0
@@ -21,7 +20,7 @@ SEALED = T0 + 70.0
 
 
 def make_run_folder(tmp_path, csv_text=None):
-    config = OmegaConf.to_container(compose_config(f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"), resolve=True)
+    config = to_dict(compose([f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]))
     run = storage.resolve(str(tmp_path / "outputs" / "runs" / "job"))
     manifest = run_state.Manifest(
         config=config, input={}, id_column="id", status=run_state.FINISHED, created_at=T0, updated_at=SEALED,
@@ -137,7 +136,7 @@ def test_an_nvml_error_is_logged_once_and_cpu_sampling_goes_on(caplog):
 
 
 def test_a_failed_job_is_logged_from_when_it_started(tmp_path):
-    config = OmegaConf.to_container(compose_config(f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"), resolve=True)
+    config = to_dict(compose([f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]))
     started = time.time() - 42.0
     run_id = tracking.log_failed_run(config, tmp_path / "outputs", "RuntimeError: engine died", started_at=started)
     run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(run_id)

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any, Dict, Mapping, Sequence
-
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
 
 def compose(overrides: Sequence[str]) -> Dict[str, Any]:
-    """The resolved config of `python -m runner <overrides>`, as a plain dict, after the same checks."""
-    from hydra import compose as hydra_compose, initialize_config_dir
-    from omegaconf import OmegaConf
+    """The resolved config of `python -m runner <overrides>`, as plain data, after the same checks."""
+    from runner import config as run_config, preflight, schema
 
-    from runner import preflight, schema
-
-    schema.register()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    cfg = run_config.compose(overrides)
     schema.validate(cfg)
-    config = OmegaConf.to_container(cfg, resolve=True)
+    config = run_config.to_dict(cfg)
     preflight.run_checks(config)
     return config
 

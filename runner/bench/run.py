@@ -30,10 +30,11 @@ def run_bench(
     cache: str = "cold",
     timeout_s: float = 3600.0,
     prewarm: bool = True,
-    outputs_root: Path = Path("outputs"),
+    outputs_root: Optional[Path] = None,
 ) -> BenchResult:
     started_at = time.time()
     config = compose(overrides)
+    outputs_root = Path(outputs_root or config["paths"]["outputs"])
     run_dir = (Path(out) if out else outputs_root / "bench" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(redaction.redact(config), sort_keys=False))

@@ -32,6 +32,7 @@ def add_cli_args(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from runner.schema import PathsConfig
     from runner.tracking import default_uri
 
     parser = argparse.ArgumentParser(
@@ -40,7 +41,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     )
     add_cli_args(parser)
     args = parser.parse_args(argv)
-    return cli.run(lambda: _compare(args, args.uri or default_uri(Path("outputs"))), level=logging.WARNING)
+    return cli.run(lambda: _compare(args, args.uri or default_uri(Path(PathsConfig.outputs))), level=logging.WARNING)
 
 
 def _compare(args: argparse.Namespace, uri: str) -> int:
