@@ -31,9 +31,10 @@ PLANTED_AWS_SECRET = "wJalrXUtnFEMI/" + secrets.token_hex(16)
 # 4 logical CPUs a node and 3 a replica: one replica fits on each node, never two on one.
 CPUS_PER_NODE = 4
 TWO_REPLICAS = ("processor.concurrency=2", "hw.cpus_per_replica=3")
+ONE_REPLICA = ("processor.concurrency=1", "hw.cpus_per_replica=3")
 # Several result files, so that the kill falls mid-run, and blocks enough for both replicas
 # on the rows left to resume.
-FOUR_ROW_BATCHES = ("processor.batch_size=4",)
+FOUR_ROW_BATCHES = ("processor.batch_size=4", "processor.rows_per_file=4", "processor.max_concurrent_batches=1")
 NEWS_IDS = [json.loads(line)["id"] for line in SAMPLE_NEWS.read_text().splitlines()]
 NEWS_ROWS = len(NEWS_IDS)
 # What the run leaves on a node while an engine of it lives (Ray's worker, vLLM's processes).
@@ -149,10 +150,12 @@ def test_refused_before_any_work_on_the_cluster(lab):
 
 
 def test_default_job_submitted_killed_mid_run_and_resumed_each_row_once_on_both_nodes(lab):
-    """The default job, input and run on S3, two replicas (one a node), submitted with
-    `ray job submit --working-dir .`; its driver is SIGKILLed once the first results are
-    written (RUNNER_KILL_AT, from the job's runtime_env), and a driver started elsewhere
-    with only RAY_ADDRESS set finishes it with `python -m runner.resume s3://...`.
+    """The default job, input and run on S3, submitted with `ray job submit --working-dir .`;
+    its driver is SIGKILLed once the first results are written (RUNNER_KILL_AT, from the
+    job's runtime_env), and a driver started elsewhere with only RAY_ADDRESS set finishes it
+    with `python -m runner.resume s3://... --force processor.concurrency=2`: two replicas,
+    one a node (a scheduling setting, so --force may change it; the killed job ran one, which
+    spares the suite an engine start-up).
 
     The job's runtime_env sets an env var hw=cpu sets too (merged, no conflict) and carries
     the code (working_dir); the resuming driver ships it (py_modules)."""
@@ -162,7 +165,7 @@ def test_default_job_submitted_killed_mid_run_and_resumed_each_row_once_on_both_
         [
             RAY_CLI, "job", "submit", "--address", lab.cluster.dashboard, "--working-dir", str(ROOT),
             "--runtime-env-json", json.dumps(job_env), "--",
-            sys.executable, "-m", "runner", *TWO_REPLICAS, *FOUR_ROW_BATCHES, f"dataset.path=s3://{lab.bucket}/input/news.jsonl",
+            sys.executable, "-m", "runner", *ONE_REPLICA, *FOUR_ROW_BATCHES, f"dataset.path=s3://{lab.bucket}/input/news.jsonl",
             f"output.uri=s3://{lab.bucket}/runs", "tracking.enabled=false", "hydra.run.dir=outputs/runs/job",
         ],
         cwd=ROOT, env={**lab.cluster.env, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=600,
@@ -178,7 +181,7 @@ def test_default_job_submitted_killed_mid_run_and_resumed_each_row_once_on_both_
     assert_cluster_up_and_the_run_gone(lab)
 
     before = batches_per_node(lab)
-    resumed = lab.run("resumed", "runner.resume", run_uri, extra_env={"RAY_ADDRESS": lab.cluster.address})
+    resumed = lab.run("resumed", "runner.resume", run_uri, "--force", *TWO_REPLICAS, extra_env={"RAY_ADDRESS": lab.cluster.address})
     output = resumed.stdout + resumed.stderr
     assert resumed.returncode == 0, output[-4000:]
     assert "joined the Ray cluster" in output
