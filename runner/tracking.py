@@ -318,6 +318,7 @@ def log_run_folder(
         "runner.hw": config["hw"]["name"],
         "runner.dataset": config["dataset"]["name"],
         "runner.status": summary.get("status", "finished"),
+        **engine_tags(summary.get("engine")),
         **(tags or {}),
     }
     run_name = tracking.get("run_name") or f"{config['model']['name']}-{config['hw']['name']}-{run.name}"
@@ -357,6 +358,18 @@ def log_run_folder(
         raise
     client.set_terminated(run_id, "FINISHED", end_time=end_ms)
     return run_id
+
+
+def engine_tags(engine: Optional[Mapping[str, Any]]) -> Dict[str, str]:
+    """Which engine ran the job: jobs of a sweep with the same runner.engine shared one, and
+    only the one with runner.engine_started=true paid its start-up (in its startup_s)."""
+    if not engine:
+        return {}
+    return {
+        "runner.engine": str(engine["id"]),
+        "runner.engine_started": "true" if engine.get("started") else "false",
+        "runner.engine_mode": str(engine.get("mode", "per_job")),
+    }
 
 
 def _log_batches(client, run_id: str, params: Mapping[str, str], metrics: Mapping[str, float], stamp_ms: Optional[int]) -> None:
