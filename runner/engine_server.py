@@ -29,6 +29,8 @@ METHOD = "generate_row"
 ENGINE_ERROR = "__runner_engine_error__"
 # The engine timestamps runner.results measures with (vLLM's RequestStateStats).
 METRIC_FIELDS = ("arrival_time", "queued_ts", "last_token_ts", "first_token_latency")
+# The engine is idle when it is stopped (its jobs are done): a short grace, then vLLM kills it.
+SHUTDOWN_TIMEOUT_S = 2.0
 
 
 def answer(text: str = "", input_tokens: int = 0, output_tokens: int = 0, metrics: Optional[Dict[str, float]] = None,
@@ -64,7 +66,7 @@ class RowServer:
 
         config = LLMConfig(**llm_config)
         _check_placement(LLMServer.get_deployment_options(config), expected_bundles)
-        self._server = LLMServer.sync_init(config)
+        self._server = LLMServer.sync_init(config, engine_cls=_engine_class())
         await self._server.start()
         self._engine = self._server.engine._engine_client
         self._tokenizer = self._engine.get_tokenizer()
@@ -77,7 +79,7 @@ class RowServer:
         # tens of seconds later.
         engine = getattr(self, "_engine", None)
         if engine is not None:
-            engine.shutdown()
+            engine.shutdown(timeout=SHUTDOWN_TIMEOUT_S)
 
     def _prompt(self, request: Dict[str, Any]):
         """The engine's input, as Ray Data LLM's chat-template and tokenize stages make it."""
@@ -130,6 +132,25 @@ class RowServer:
             metrics={name: getattr(stats, name) for name in METRIC_FIELDS} if stats is not None else None,
             seconds=time.perf_counter() - started,
         )
+
+
+def _engine_class():
+    """Ray Serve LLM's vLLM engine, which on CPU always runs the model in a worker process of
+    its own beside vLLM's engine core ("mp"). One device needs no worker: the engine core runs
+    the model itself ("uni"), as Ray Data LLM's per-job engine does; on 2 cores that spares a
+    process that imports vLLM again at start-up and a hand-off between processes every step.
+    GPUs keep Ray's way: the replica itself holds no GPU, only the workers Ray places do."""
+    from ray.llm._internal.serve.engines.vllm.vllm_engine import VLLMEngine
+
+    class InProcessEngine(VLLMEngine):
+        def _prepare_engine_config(self, callback_ctx):
+            engine_args, frontend_args, vllm_config = super()._prepare_engine_config(callback_ctx)
+            parallel = vllm_config.parallel_config
+            if vllm_config.device_config.device_type == "cpu" and parallel.world_size == 1:
+                parallel.distributed_executor_backend = engine_args.distributed_executor_backend = "uni"
+            return engine_args, frontend_args, vllm_config
+
+    return InProcessEngine
 
 
 def _plain(value: Any) -> Any:

@@ -38,6 +38,9 @@ HEALTH_CHECK_PERIOD_S = 10
 HEALTH_CHECK_TIMEOUT_S = 10
 # How long a stopped engine's processes may take to exit before they are killed.
 STOP_GRACE_S = 15.0
+# An engine is stopped when its jobs are done (or the run is interrupted): Serve need not
+# wait its default 2 s for requests still in flight before ending the replica.
+SHUTDOWN_WAIT_LOOP_S = 0.2
 PROBE_TIMEOUT_S = 30.0
 
 
@@ -162,6 +165,7 @@ def _deploy(wanted_spec: Spec, timeout_s: float) -> Engine:
         max_ongoing_requests=MAX_ONGOING_REQUESTS,
         health_check_period_s=HEALTH_CHECK_PERIOD_S,
         health_check_timeout_s=HEALTH_CHECK_TIMEOUT_S,
+        graceful_shutdown_wait_loop_s=SHUTDOWN_WAIT_LOOP_S,
     )
     # Not blocking: serve.run would wait for the replicas with no time limit.
     serve._run(deployment.bind(wanted_spec.llm_config, wanted_spec.bundles), name=app, route_prefix=None, _blocking=False)
