@@ -41,7 +41,7 @@ STOP_GRACE_S = 15.0
 # An engine is stopped when its jobs are done (or the run is interrupted): Serve need not
 # wait its default 2 s for requests still in flight before ending the replica.
 SHUTDOWN_WAIT_LOOP_S = 0.2
-PROBE_TIMEOUT_S = 30.0
+PROBE_TIMEOUT_S = 20.0
 
 
 class EngineNotReady(RuntimeError):
@@ -136,7 +136,7 @@ def acquire(cfg: Mapping[str, Any], wanted_spec: Spec) -> Dict[str, Any]:
     _register_exit_hook()
     waited = time.time()
     if _current is not None and _current.key == wanted_spec.key:
-        problem = _status_problem(_current)
+        problem = _problem(_current)
         if problem is None:
             log.info("engine %s: reused (started by an earlier job of this sweep)", _current.id)
             return {"id": _current.id, "mode": "shared", "started": False, "wait_s": time.time() - waited}
@@ -206,8 +206,10 @@ def _status_text(status) -> str:
     return "; ".join(parts)[:4000] or str(status.status)
 
 
-def _status_problem(engine: Engine) -> Optional[str]:
-    """Why the engine cannot take a job now (Serve's view, refreshed by its health checks)."""
+def _problem(engine: Engine) -> Optional[str]:
+    """Why the engine cannot take a job now. Serve's view first; then the engine itself is
+    asked, since Serve checks it only every 10 s and an engine core that died since (a job
+    crashed it) would fail the next job's every row."""
     from ray import serve
 
     status = serve.status().applications.get(engine.app)
@@ -215,21 +217,21 @@ def _status_problem(engine: Engine) -> Optional[str]:
         return "its deployment is gone"
     if status.status != "RUNNING":
         return f"its deployment is {status.status}: {_status_text(status)}"
+    try:
+        serve.get_deployment_handle(DEPLOYMENT, engine.app).check_health.remote().result(timeout_s=PROBE_TIMEOUT_S)
+    except Exception as error:  # noqa: BLE001 - any failure to answer means it cannot be trusted
+        return f"it failed its health check ({type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''})"
     return None
 
 
 def check_after_failure() -> None:
-    """A job failed on the shared engine: ask the engine itself whether it is still alive
-    (Serve's own check runs every 10 s); a dead or silent one is stopped, so the next job
-    starts a fresh one rather than sending rows to it."""
+    """A job failed on the shared engine: a broken engine is stopped now, so that it holds
+    no device while the sweep goes on; a healthy one waits for the next job."""
     if _current is None:
         return
-    from ray import serve
-
-    try:
-        serve.get_deployment_handle(DEPLOYMENT, _current.app).check_health.remote().result(timeout_s=PROBE_TIMEOUT_S)
-    except Exception as error:  # noqa: BLE001 - any failure to answer means it cannot be trusted
-        log.warning("engine %s failed its health check after the job failed (%s); stopping it", _current.id, type(error).__name__)
+    problem = _problem(_current)
+    if problem is not None:
+        log.warning("engine %s after the failed job: %s; stopping it", _current.id, problem)
         stop()
 
 
