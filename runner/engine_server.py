@@ -82,20 +82,20 @@ class RowServer:
             engine.shutdown(timeout=SHUTDOWN_TIMEOUT_S)
 
     def _prompt(self, request: Dict[str, Any]):
-        """The engine's input, as Ray Data LLM's chat-template and tokenize stages make it."""
-        from vllm.inputs import TokensPrompt
+        """The engine's input as a job's own engine gets it: the text Ray Data LLM's chat
+        template stage makes, tokenized by vLLM (the runner leaves its tokenize stage off)."""
+        from vllm.inputs import TextPrompt
 
         messages = request.get("messages")
-        if messages is not None:
-            conversation = list(messages)
-            add_generation_prompt = conversation[-1]["role"] == "user"
-            text = self._tokenizer.apply_chat_template(
-                conversation, tokenize=False, add_generation_prompt=add_generation_prompt,
-                continue_final_message=not add_generation_prompt,
-            )
-        else:
-            text = request["prompt"]
-        return TokensPrompt(prompt_token_ids=self._tokenizer(text)["input_ids"])
+        if messages is None:
+            return TextPrompt(prompt=request["prompt"])
+        conversation = list(messages)
+        add_generation_prompt = conversation[-1]["role"] == "user"
+        text = self._tokenizer.apply_chat_template(
+            conversation, tokenize=False, add_generation_prompt=add_generation_prompt,
+            continue_final_message=not add_generation_prompt,
+        )
+        return TextPrompt(prompt=text)
 
     @staticmethod
     def _sampling_params(settings: Dict[str, Any]):

@@ -250,6 +250,19 @@ def serve_processor_config(cfg: Mapping[str, Any], app: str):
     )
 
 
+def _size_callers(cfg: Mapping[str, Any], stage, light: Dict[str, float]) -> None:
+    """The shared engine's callers only await its answers: a light stage's share of a CPU, not
+    a whole one. processor.max_concurrent_batches bounds the blocks each caller has in flight,
+    as it bounds the batches a job's own engine takes at once."""
+    from ray.data import ActorPoolStrategy
+
+    stage.map_batches_kwargs.update(light)
+    most = cfg["processor"].get("max_concurrent_batches")
+    if most:
+        replicas = int(cfg["processor"]["concurrency"])
+        stage.map_batches_kwargs["compute"] = ActorPoolStrategy(size=replicas, max_tasks_in_flight_per_actor=int(most))
+
+
 def build_processor(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[str, str], original_columns: List[str], engine_app: Optional[str] = None):
     """The rows' way to an engine: this job's own (vLLMEngineProcessorConfig), or, with
     `engine_app`, the shared engine's Serve application."""
@@ -268,8 +281,7 @@ def build_processor(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[s
         config = serve_processor_config(cfg, engine_app) if engine_app else processor_config(cfg, location, env)
         processor = build(config, preprocess=preprocess, preprocess_map_kwargs=light)
     if engine_app:
-        # A caller only awaits the engine's answers: a light stage's share of a CPU, not a whole one.
-        processor.get_stage_by_name("ServeDeploymentStage").map_batches_kwargs.update(light)
+        _size_callers(cfg, processor.get_stage_by_name("ServeDeploymentStage"), light)
     postprocess = functools.partial(
         _postprocess, original_columns=original_columns, row_outputs=row_outputs,
         id_column=readers.id_column(cfg["dataset"]), fail_fast=cfg["errors"]["on_row_error"] == "fail",
