@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import importlib
 import json
 import logging
 import time
@@ -88,6 +89,21 @@ def wanted(cfg: Mapping[str, Any]) -> bool:
         return False
     setting = cfg["processor"].get("shared_engine")
     return _kept_between_jobs if setting is None else bool(setting)
+
+
+def problems(cfg: Mapping[str, Any]) -> List[str]:
+    """What stops this job from using the shared engine, found before anything starts."""
+    if not wanted(cfg):
+        return []
+    try:
+        importlib.import_module("ray.serve")
+    except ImportError as error:
+        return [
+            f"the shared engine (processor.shared_engine, on in sweeps and the cpu profile) needs Ray Serve, which does not "
+            f"import here ({error}). Fix: pip install 'ray[serve]==2.60.*' (python -m runner.install does), "
+            "or processor.shared_engine=false for a per-job engine"
+        ]
+    return []
 
 
 def current() -> Optional[Engine]:

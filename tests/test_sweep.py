@@ -56,7 +56,7 @@ def test_each_sweep_is_a_parent_with_its_own_jobs(two_sweeps):
 def assert_one_engine_started_once(jobs, rows):
     """The jobs ran on one engine that the first of them started; the others waited for
     none of its start-up, and every job's rows are complete."""
-    jobs = jobs.sort_values("attributes.start_time")
+    jobs = jobs.sort_values("start_time")
     assert jobs["tags.runner.engine"].nunique() == 1 and set(jobs["tags.runner.engine_mode"]) == {"shared"}
     assert list(jobs["tags.runner.engine_started"]) == ["true"] + ["false"] * (len(jobs) - 1)
     first, later = jobs.iloc[0], jobs.iloc[1:]

@@ -56,17 +56,19 @@ def test_gpu_engine_reserves_a_gpu_per_shard_on_the_named_accelerator():
     assert gpu.llm_config["accelerator_type"] == "H100" and "accelerator_config" not in gpu.llm_config
 
 
-def test_shared_only_where_asked_and_never_on_a_cluster_the_run_joined(monkeypatch):
+def test_shared_in_a_sweep_or_where_asked_and_never_on_a_cluster_the_run_joined(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    auto = config("processor.shared_engine=null")
     try:
-        assert not warm_engine.wanted(config())
-        warm_engine.keep_between_jobs(True)
-        assert warm_engine.wanted(config())
+        assert not warm_engine.wanted(auto)
+        warm_engine.keep_between_jobs(True)  # what a sweep sets
+        assert warm_engine.wanted(auto)
         assert not warm_engine.wanted(config("processor.shared_engine=false"))
         assert not warm_engine.wanted(config("ray.address=auto"))
     finally:
         warm_engine.keep_between_jobs(False)
-    assert warm_engine.wanted(config("processor.shared_engine=true"))
+    # The CPU profile's single jobs too (measured faster there); GPU profiles only in sweeps.
+    assert warm_engine.wanted(config()) and not warm_engine.wanted(config("model=llama31_8b", "hw=h100"))
 
 
 def test_driver_defines_the_engine_without_importing_vllm():
@@ -147,3 +149,35 @@ def test_mlflow_is_told_which_engine_ran_each_job():
         "runner.engine": "ab12-cd", "runner.engine_started": "false", "runner.engine_mode": "shared",
     }
     assert tracking.engine_tags(None) == {}
+
+
+MISSING_SERVE_PROBE = """
+import importlib.abc, sys
+class Refuse(importlib.abc.MetaPathFinder):  # what a machine without ray[serve]'s extras has
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "grpc_reflection":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Refuse())
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from runner import preflight, schema
+schema.register()
+with initialize_config_dir(config_dir=sys.argv[1], version_base="1.3"):
+    config = OmegaConf.to_container(compose("config", overrides=sys.argv[2:]), resolve=True)
+try:
+    preflight.run_checks(config)
+    print("passed")
+except preflight.PreflightError as error:
+    print(error)
+"""
+
+
+@pytest.mark.parametrize("shared", ["true", "false"])
+def test_a_missing_ray_serve_is_named_before_the_run_with_its_fix(shared):
+    done = subprocess.run([sys.executable, "-c", MISSING_SERVE_PROBE, str(CONF_DIR), f"processor.shared_engine={shared}"],
+                          capture_output=True, text=True, timeout=120, cwd=CONF_DIR.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    if shared == "false":
+        assert done.stdout.strip().endswith("passed")
+    else:
+        assert "needs Ray Serve" in done.stdout and "grpc_reflection" in done.stdout and "pip install 'ray[serve]==2.60.*'" in done.stdout
