@@ -391,7 +391,7 @@ def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader
             stop_ray()
         elif ended == "interrupted" or not warm_engine.kept_between_jobs():
             # Ctrl-C, SIGTERM, or a job outside a sweep: nothing may stay running.
-            warm_engine.shutdown()
+            warm_engine.shutdown(graceful=ended != "interrupted")
 
 
 _ray_settings: Optional[str] = None

@@ -189,8 +189,8 @@ def _deploy(wanted_spec: Spec, timeout_s: float) -> Engine:
     log.info("engine %s: starting (%d replica(s), model %s)", engine_id, wanted_spec.replicas, wanted_spec.llm_config["model_loading_config"]["model_source"])
     try:
         _wait_running(engine, started + timeout_s, timeout_s)
-    except BaseException:
-        _delete(engine)
+    except Exception:
+        _delete(engine)  # interrupted instead, the caller stops Ray and everything in it
         raise
     engine.ready_s = time.time() - started
     log.info("engine %s: ready in %.1f s", engine_id, engine.ready_s)
@@ -297,12 +297,21 @@ def _engine_processes(app: str):
     return found
 
 
-def shutdown() -> None:
-    """Stop the engine, then Ray (runner.pipeline.stop_ray waits for every process it started)."""
+def shutdown(graceful: bool = True) -> None:
+    """Stop the engine, then Ray (runner.pipeline.stop_ray waits for every process it started,
+    the engine's included, and kills what outlives its grace).
+
+    Interrupted (graceful=False), the engine is not asked to stop: SIGTERM reaches the whole
+    process group, Ray's own processes with it, and a call to a Serve controller that is
+    going down aborted the driver (exit -6, no resume line)."""
+    global _current
     from runner import pipeline
 
     try:
-        stop()
+        if graceful:
+            stop()
+        else:
+            _current = None
     finally:
         pipeline.stop_ray()
 
@@ -330,4 +339,4 @@ def _at_exit() -> None:
     import ray
 
     if _current is not None or (ray.is_initialized() and _kept_between_jobs):
-        shutdown()
+        shutdown(graceful=False)  # only an interrupted or failed sweep leaves anything here
