@@ -1,7 +1,9 @@
 """The Ray Data LLM pipeline: read rows -> prompt -> vLLM engine -> shape -> write.
 
-The only module that touches Ray. Results stream from the engine to files in the run
-folder; nothing is collected into the driver.
+The module that runs Ray (runner.warm_engine keeps the shared engine's Serve application,
+runner.cluster a joined cluster). The rows go to the job's own engine (Ray Data LLM's
+vLLMEngineProcessorConfig) or to the engine a sweep's jobs share (ServeDeploymentProcessorConfig).
+Results stream from the engine to files in the run folder; nothing is collected into the driver.
 """
 
 from __future__ import annotations
