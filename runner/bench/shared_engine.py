@@ -53,6 +53,9 @@ def measure(base: Sequence[str], sweep: str, out: Path, timeout_s: float, single
     sweep_dir = out / "sweep"
     result["sweep_s"] = timed_run(["-m", *base, sweep, f"hydra.sweep.dir={sweep_dir}"], out / "sweep.log", timeout_s)
     jobs = sorted((p for p in sweep_dir.iterdir() if (p / "metrics.json").is_file()), key=lambda p: int(p.name))
+    if len(jobs) < len(values.split(",")):
+        # Hydra ends a multirun with exit 0 even when its jobs failed; a sweep without its figures is no measurement.
+        raise RuntimeError(f"{len(jobs)} of {len(values.split(','))} sweep jobs wrote metrics.json; see {out / 'sweep.log'}")
     result["jobs"] = [{"job": p.name, **job_figures(p)} for p in jobs]
     if single:
         result["sweep_over_single"] = result["sweep_s"] / result["single_s"]
