@@ -19,6 +19,8 @@ schema.register()
 log = logging.getLogger("runner")
 STARTED_AT = time.time()
 _terminated = False
+# Set once Hydra composed the config and a job began: a failure from then on is not a refused command line.
+_a_job_started = False
 
 
 def _on_sigterm(signum, frame):
@@ -32,6 +34,8 @@ def _on_sigterm(signum, frame):
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> str:
+    global _a_job_started
+    _a_job_started = True
     job_started = time.time()  # a sweep's jobs share one process: STARTED_AT is the first job's
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -121,4 +125,4 @@ def _record_failure(cfg: DictConfig, error: Exception, parent, tags, started_at:
 
 
 if __name__ == "__main__":  # vLLM spawns processes that re-import the main module
-    cli.hydra_command(main)
+    cli.hydra_command(main, job_started=lambda: _a_job_started)

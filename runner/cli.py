@@ -41,16 +41,16 @@ def command(body: Callable[[], Optional[int]], level: int = logging.INFO) -> Non
     sys.exit(run(body, level))
 
 
-def hydra_command(main: Callable[[], Any]) -> None:
+def hydra_command(main: Callable[[], Any], job_started: Callable[[], bool]) -> None:
     """Run a @hydra.main entry point by the rule. A command line Hydra cannot compose (an
     unknown key or choice, a wrong type) is reported by Hydra itself, the key and what it
     takes without a traceback, and ends with exit 1 before any job starts, and so before
     any run folder exists: by the rule, a refused config is exit 2."""
-    from hydra.core.hydra_config import HydraConfig
-
     try:
         main()
     except SystemExit as exit_:
-        if exit_.code == EXIT_FAILED and not HydraConfig.initialized():
+        # Hydra's own config is already torn down when a job's sys.exit reaches here, so only
+        # the entry point knows whether a job began (a failed run is exit 1, not a refusal).
+        if exit_.code == EXIT_FAILED and not job_started():
             sys.exit(EXIT_REFUSED)
         raise
