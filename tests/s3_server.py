@@ -54,12 +54,13 @@ class S3Server:
         return f"http://127.0.0.1:{self.port}"
 
     @contextlib.contextmanager
-    def environ(self) -> Iterator[Dict[str, str]]:
-        """The server's AWS_* settings in os.environ for the block, the previous values after."""
-        saved = {name: os.environ.get(name) for name in self.env}
-        os.environ.update(self.env)
+    def environ(self, **overrides: str) -> Iterator[Dict[str, str]]:
+        """The server's AWS_* settings (with `overrides`) in os.environ for the block, the previous values after."""
+        env = {**self.env, **overrides}
+        saved = {name: os.environ.get(name) for name in env}
+        os.environ.update(env)
         try:
-            yield self.env
+            yield env
         finally:
             for name, value in saved.items():
                 if value is None:

@@ -8,7 +8,6 @@ kill and the resume); each test leaves it up, with none of the run's actors aliv
 """
 
 import json
-import os
 import secrets
 import subprocess
 import sys
@@ -60,10 +59,8 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab(s3, tmp_path_factory):
-    env = {**s3.env, "AWS_SECRET_ACCESS_KEY": PLANTED_AWS_SECRET}  # moto takes any key; this one must leak nowhere
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)  # this process reads the bucket too
-    try:
+    # moto takes any key; this one must leak nowhere. This process reads the bucket too.
+    with s3.environ(AWS_SECRET_ACCESS_KEY=PLANTED_AWS_SECRET) as env:
         bucket = s3.create_bucket("cluster-runs")[len("s3://"):]
         fs, _ = pafs.FileSystem.from_uri(f"s3://{bucket}")
 
@@ -76,12 +73,6 @@ def lab(s3, tmp_path_factory):
         upload("news.jsonl")(SAMPLE_NEWS.read_text())
         with ray_cluster(cpus_per_node=CPUS_PER_NODE, env=env) as cluster:
             yield Lab(cluster=cluster, bucket=bucket, env=env, work=tmp_path_factory.mktemp("cluster"))
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 BATCH_DONE = b"[vLLM] Elapsed time for batch"
