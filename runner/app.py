@@ -221,7 +221,7 @@ def _execute(config, model: models.ModelLocation, location: Location, reader, sc
                 finished = pipeline.run(config, model, location, reader, scan, done, partly_done)
         except pipeline.EngineNotReady as error:
             raise RunIncomplete(f"{error}. Rows already written are kept; finish it with: {resume_command(location)}") from None
-        attempt.update(started_at=finished.started_at, finished_at=finished.finished_at)
+        attempt.update(started_at=finished.started_at, finished_at=finished.finished_at, engine=finished.engine)
         outcome.pipeline_run = finished
         run_state.save(location, manifest)
         location.child(tracking.SYSTEM_CSV).write_text(monitor.csv_text())
@@ -244,6 +244,8 @@ def _execute(config, model: models.ModelLocation, location: Location, reader, sc
         "metrics": outcome.metrics,
         "prompt_columns": list(prompt.column_map(config["prompt"]).values()),
     }
+    if measured and measured[-1].get("engine"):
+        figures["engine"] = measured[-1]["engine"]  # which engine the figures were measured on
     location.child(run_state.METRICS).write_text(json.dumps(figures, indent=2))
     faults.reached("metrics_written")
     if counts.balanced:

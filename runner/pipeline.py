@@ -1,7 +1,9 @@
 """The Ray Data LLM pipeline: read rows -> prompt -> vLLM engine -> shape -> write.
 
-The only module that touches Ray. Results stream from the engine to files in the run
-folder; nothing is collected into the driver.
+The module that runs Ray (runner.warm_engine keeps the shared engine's Serve application,
+runner.cluster a joined cluster). The rows go to the job's own engine (Ray Data LLM's
+vLLMEngineProcessorConfig) or to the engine a sweep's jobs share (ServeDeploymentProcessorConfig).
+Results stream from the engine to files in the run folder; nothing is collected into the driver.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import os
 import sys
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
-from runner import cluster, faults, outputs, prompt, ray_fixes, readers, redaction, results, run_state, samples, structured
+from runner import cluster, engine_server, faults, outputs, prompt, ray_fixes, readers, redaction, results, run_state, samples, structured, warm_engine
 from runner.models import ModelLocation
 from runner.storage import Location
 
@@ -31,8 +34,7 @@ log = logging.getLogger(__name__)
 os.environ.setdefault("RAY_DATA_AUTOSCALING_REQUEST_EXPIRE_TIME_S", "30")
 
 
-class EngineNotReady(RuntimeError):
-    """The engine replicas were not placed and loaded within ray.engine_start_timeout_s."""
+EngineNotReady = warm_engine.EngineNotReady
 
 
 @dataclass
@@ -42,6 +44,8 @@ class PipelineRun:
     finished_at: float  # wall clock, after the last file is written
     # When each step in between ended (wall clock), so a benchmark can place its time.
     marks: Dict[str, float] = field(default_factory=dict)
+    # Which engine ran the rows: id, mode (per_job or shared), whether this job started it.
+    engine: Dict[str, Any] = field(default_factory=dict)
 
 
 def engine_kwargs(cfg: Mapping[str, Any], location: ModelLocation) -> Dict[str, Any]:
@@ -153,12 +157,27 @@ def _request_row(row: Dict[str, Any], prompt_cfg: Dict[str, Any], columns: Dict[
 
 
 def _postprocess(row: Dict[str, Any], original_columns: List[str], row_outputs: outputs.RowOutputs, id_column: str, fail_fast: bool) -> Dict[str, Any]:
-    error = row.get(ROW_ERROR) or row.get("__inference_error__") or ""
+    # The shared engine answers a request it refuses like any other (runner.engine_server).
+    rejected = row.get(engine_server.ENGINE_ERROR) or ""
+    error = row.get(ROW_ERROR) or row.get("__inference_error__") or rejected
+    if fail_fast and rejected and error == rejected:
+        raise ValueError(f"row {id_column}={row.get(id_column)!r}: {rejected}. Or set errors.on_row_error=continue")
     out = results.shape_result(row, original_columns, error=error)
     row_outputs.apply(out, row)
     if fail_fast and out[results.ERROR_COLUMN] and not error:
         raise ValueError(f"row {id_column}={row.get(id_column)!r}: {out[results.ERROR_COLUMN]}. Or set errors.on_row_error=continue")
     return out
+
+
+_REQUEST_FIELDS = ("messages", "prompt", "sampling_params")
+
+
+def _serve_request(row: Dict[str, Any], **kwargs) -> Dict[str, Any]:
+    """The shared engine's request: the row's messages (or prompt) and sampling settings go to
+    runner.engine_server as one plain dict; the row's own columns stay in the row."""
+    request = _preprocess(row, **kwargs)
+    body = {k: request.pop(k) for k in _REQUEST_FIELDS if k in request}
+    return {**request, "method": engine_server.METHOD, "request_kwargs": body}
 
 
 class _RefuseVllm(importlib.abc.MetaPathFinder):
@@ -222,20 +241,53 @@ def processor_config(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[
     return vLLMEngineProcessorConfig(**config_kwargs)
 
 
-def build_processor(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[str, str], original_columns: List[str]):
+def serve_processor_config(cfg: Mapping[str, Any], app: str):
+    """Ray Data LLM's processor that sends rows to the shared engine (runner.warm_engine)."""
+    from ray.data.llm import ServeDeploymentProcessorConfig
+
+    return ServeDeploymentProcessorConfig(
+        deployment_name=warm_engine.DEPLOYMENT,
+        app_name=app,
+        # Sizes the callers' batches only: the engine's own scheduling was fixed when it started.
+        batch_size=int(cfg["processor"]["batch_size"]),
+        # One caller actor per engine replica; Serve spreads each caller's requests over them.
+        concurrency=int(cfg["processor"]["concurrency"]),
+        should_continue_on_error=cfg["errors"]["on_row_error"] == "continue",
+    )
+
+
+def _size_callers(cfg: Mapping[str, Any], stage, light: Dict[str, float]) -> None:
+    """The shared engine's callers only await its answers: a light stage's share of a CPU, not
+    a whole one. processor.max_concurrent_batches bounds the blocks each caller has in flight,
+    as it bounds the batches a job's own engine takes at once."""
+    from ray.data import ActorPoolStrategy
+
+    stage.map_batches_kwargs.update(light)
+    most = cfg["processor"].get("max_concurrent_batches")
+    if most:
+        replicas = int(cfg["processor"]["concurrency"])
+        stage.map_batches_kwargs["compute"] = ActorPoolStrategy(size=replicas, max_tasks_in_flight_per_actor=int(most))
+
+
+def build_processor(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[str, str], original_columns: List[str], engine_app: Optional[str] = None):
+    """The rows' way to an engine: this job's own (vLLMEngineProcessorConfig), or, with
+    `engine_app`, the shared engine's Serve application."""
     from ray.data.llm import build_processor as build
 
     light = {"num_cpus": float(cfg["processor"]["light_stage_num_cpus"])}
     prompt_cfg = structured.resolved(cfg["prompt"])
     row_outputs = outputs.from_config(cfg)
     preprocess = functools.partial(
-        _preprocess, prompt_cfg=prompt_cfg, columns=prompt.column_map(prompt_cfg),
+        _serve_request if engine_app else _preprocess, prompt_cfg=prompt_cfg, columns=prompt.column_map(prompt_cfg),
         id_column=readers.id_column(cfg["dataset"]), fail_fast=cfg["errors"]["on_row_error"] == "fail",
     )
     # No processor-level postprocess: Ray Data LLM hands it only the rows that succeeded,
     # and every row, failed ones included, must be shaped and accounted for.
     with _vllm_kept_off_driver():
-        processor = build(processor_config(cfg, location, env), preprocess=preprocess, preprocess_map_kwargs=light)
+        config = serve_processor_config(cfg, engine_app) if engine_app else processor_config(cfg, location, env)
+        processor = build(config, preprocess=preprocess, preprocess_map_kwargs=light)
+    if engine_app:
+        _size_callers(cfg, processor.get_stage_by_name("ServeDeploymentStage"), light)
     postprocess = functools.partial(
         _postprocess, original_columns=original_columns, row_outputs=row_outputs,
         id_column=readers.id_column(cfg["dataset"]), fail_fast=cfg["errors"]["on_row_error"] == "fail",
@@ -289,13 +341,26 @@ def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader
 
     started_at = time.time()
     env = worker_env(cfg)
+    shared = warm_engine.wanted(cfg)
+    if shared:
+        _restart_if_ray_settings_changed(cfg, env)
+    elif warm_engine.current() is not None:
+        warm_engine.shutdown()  # this job runs its own engine, and ends its Ray with it
     start_ray(cfg, env)
     marks = {"ray_started": time.time()}
     if cluster.current() is not None:
         env = cluster.without_job_env(env)
+    # Until it says otherwise, a job leaving here was interrupted (Ctrl-C, SIGTERM).
+    ended = "interrupted"
     try:
         configure_data_context(cfg)
         faults.reached("ray_started")
+        if shared:
+            spec = warm_engine.spec(cfg, model, env, engine_kwargs(cfg, model))
+            engine = warm_engine.acquire(cfg, spec)
+            engine_app = warm_engine.current().app
+        else:
+            engine, engine_app = {"id": uuid.uuid4().hex[:8], "mode": "per_job", "started": True}, None
         light_cpus = float(cfg["processor"]["light_stage_num_cpus"])
         dataset = reader.ray_dataset(scan, done_ids, **cluster.read_args(reader, light_cpus))
         if int(cfg["processor"]["concurrency"]) > 1:
@@ -307,7 +372,7 @@ def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader
             dataset = dataset.flat_map(expand, num_cpus=light_cpus)
             original_columns.append(samples.SAMPLE_COLUMN)
         marks["dataset_ready"] = time.time()
-        processor = build_processor(cfg, model, env, original_columns)
+        processor = build_processor(cfg, model, env, original_columns, engine_app)
         marks["processor_built"] = time.time()
         out = processor(dataset)
         results = location.child(run_state.RESULTS)
@@ -318,14 +383,39 @@ def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader
                 else:
                     out.write_parquet(results.path, filesystem=results.fs)
         except GetTimeoutError:
-            # Ray Data's wait for the replicas (configure_data_context) is the only timed wait.
+            # Ray Data's wait for its actors (configure_data_context), the engine's among them.
             raise EngineNotReady(
                 f"the run's actors did not start within ray.engine_start_timeout_s={cfg['ray']['engine_start_timeout_s']} s: "
                 f"{cluster.unplaced_engines(cfg)}"
             ) from None
-        return PipelineRun(results_dir=results, started_at=started_at, finished_at=time.time(), marks=marks)
+        ended = "finished"
+        return PipelineRun(results_dir=results, started_at=started_at, finished_at=time.time(), marks=marks, engine=engine)
+    except Exception:
+        ended = "failed"  # a sweep goes on to its next job
+        if shared and warm_engine.kept_between_jobs():
+            warm_engine.check_after_failure()
+        raise
     finally:
-        stop_ray()
+        if not shared:
+            stop_ray()
+        elif ended == "interrupted" or not warm_engine.kept_between_jobs():
+            # Ctrl-C, SIGTERM, or a job outside a sweep: nothing may stay running.
+            warm_engine.shutdown(graceful=ended != "interrupted")
+
+
+_ray_settings: Optional[str] = None
+
+
+def _restart_if_ray_settings_changed(cfg: Mapping[str, Any], env: Dict[str, str]) -> None:
+    """A sweep's jobs share one local Ray; one whose Ray settings differ gets a fresh one."""
+    import ray
+
+    global _ray_settings
+    wanted = repr((cfg["ray"].get("num_cpus"), bool(cfg["ray"]["dashboard"]), sorted(env.items())))
+    if ray.is_initialized() and _ray_settings != wanted:
+        log.info("this job's Ray settings differ from the running Ray's: restarting it")
+        warm_engine.shutdown()
+    _ray_settings = wanted
 
 
 def _one_batch_per_block(dataset, rows: int, num_cpus: float):

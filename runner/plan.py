@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Optional
 
-from runner import pipeline, redaction
+from runner import pipeline, redaction, warm_engine
 from runner.models import ModelLocation
 from runner.preflight import PromptLengths
 from runner.storage import Location
@@ -74,7 +74,11 @@ def _resources(config: Mapping[str, Any]) -> str:
     where = f"the cluster at ray.address={ray_cfg['address']}" if ray_cfg.get("address") else (
         f"a local Ray with {ray_cfg['num_cpus']} logical CPU(s)" if ray_cfg.get("num_cpus") else "a local Ray"
     )
+    lifetime = (
+        "one engine for every job of a sweep with these engine settings (Ray Serve), stopped when the run ends"
+        if warm_engine.wanted(config) else "its own engine, started and stopped with the job"
+    )
     return (
-        f"{replicas} engine replica(s) x {each} = {total} (hw={hw['name']}), batches of {proc['batch_size']} rows, "
+        f"{replicas} engine replica(s) x {each} = {total} (hw={hw['name']}), {lifetime}, batches of {proc['batch_size']} rows, "
         f"{proc['light_stage_num_cpus']} CPU per read/prompt/write task, on {where}"
     )

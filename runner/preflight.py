@@ -6,7 +6,7 @@ import dataclasses
 import os
 from typing import Any, Callable, List, Mapping, Optional
 
-from runner import cluster, gpus, models, outputs, prompt, readers, redaction, run_state, schema, storage
+from runner import cluster, gpus, models, outputs, prompt, readers, redaction, run_state, schema, storage, warm_engine
 from runner.errors import RunnerError
 from runner.storage import Location
 
@@ -278,6 +278,7 @@ def run_checks(cfg: Mapping[str, Any], location: Optional[Location] = None, resu
     """Raise PreflightError listing every problem; return the dataset's reader. The run's
     location is checked when given."""
     problems = check_settings(cfg) + check_hardware(cfg) + cluster.address_problems(cfg) + check_limits(cfg) + models.check(cfg["model"])
+    problems += warm_engine.problems(cfg)
     if location is not None:
         problems += check_run_location(location, resume)
     reader = None

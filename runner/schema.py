@@ -178,6 +178,10 @@ class ProcessorConfig:
     rows_per_file: int = 1000
     tokenize_stage: bool = False
     detokenize_stage: bool = False
+    # Rows go to one engine that outlives the job (runner.warm_engine), started once for all
+    # the jobs of a sweep with the same model and engine settings. null: in a sweep (-m) on
+    # a local Ray; true: also a single job; false: each job starts and stops its own engine.
+    shared_engine: Optional[bool] = None
 
 
 @dataclass

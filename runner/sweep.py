@@ -18,7 +18,7 @@ from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner import tracking
+from runner import tracking, warm_engine
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ class SweepTracking(Callback):
         os.environ[SWEEP_ID_ENV] = sweep_id
         os.environ.pop(PARENT_RUN_ENV, None)
         self.results = []
+        # The jobs run one after another in this process: one engine serves all that can share it.
+        warm_engine.keep_between_jobs(True)
         if not config.tracking.enabled:
             return
         swept = config.hydra.sweeper.get("params")
@@ -70,6 +72,10 @@ class SweepTracking(Callback):
             self.results.append("finished" if ok else "failed")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            warm_engine.end_of_sweep()
+        except Exception as error:  # noqa: BLE001 - every job's rows are written; the exit hook tries again
+            log.error("stopping the sweep's engine failed (%s)", error)
         parent = os.environ.pop(PARENT_RUN_ENV, None)
         sweep_id = os.environ.pop(SWEEP_ID_ENV, None)
         if not parent:

@@ -331,6 +331,7 @@ def log_run_folder(
         "runner.hw": config["hw"]["name"],
         "runner.dataset": config["dataset"]["name"],
         "runner.status": summary.get("status", "finished"),
+        **engine_tags(summary.get("engine")),
         **(tags or {}),
     }
     run_name = tracking.get("run_name") or f"{config['model']['name']}-{config['hw']['name']}-{run.name}"
@@ -427,6 +428,18 @@ def _failed_on_error(client, run_id: str):
         except Exception as error:  # noqa: BLE001 - the first failure is the one to report
             log.error("MLflow run %s could not be marked FAILED (%s)", run_id, error)
         raise
+
+
+def engine_tags(engine: Optional[Mapping[str, Any]]) -> Dict[str, str]:
+    """Which engine ran the job: jobs of a sweep with the same runner.engine shared one, and
+    only the one with runner.engine_started=true paid its start-up (in its startup_s)."""
+    if not engine:
+        return {}
+    return {
+        "runner.engine": str(engine["id"]),
+        "runner.engine_started": "true" if engine.get("started") else "false",
+        "runner.engine_mode": str(engine.get("mode", "per_job")),
+    }
 
 
 def _log_batches(client, run_id: str, params: Mapping[str, str], metrics: Mapping[str, float], stamp_ms: Optional[int]) -> None:

@@ -25,8 +25,8 @@ TASK_SWEEP_ROWS = 8
 @pytest.fixture(scope="session")
 def prompt_sweep(tmp_path_factory):
     """One real sweep on the CPU default over three prompts (summary, JSON extraction, labels),
-    shared by the quality and structured-output tests and the sweep-bookkeeping tests: each
-    engine start costs ~40 s on two cores."""
+    shared by the quality and structured-output tests and the sweep-bookkeeping tests. The
+    three jobs share one engine (runner.warm_engine): started once, ~30-40 s on two cores."""
     import mlflow
 
     from tests.e2e_helpers import run_cli

@@ -1,4 +1,5 @@
-"""A real sweep on the CPU default: parent run, nested jobs, a failed job, the comparison."""
+"""A real sweep on the CPU default: parent run, nested jobs, a failed job, the comparison, and
+the jobs sharing one engine (runner.warm_engine)."""
 
 import mlflow
 import pytest
@@ -17,9 +18,9 @@ PER_JOB_METRICS = [
 @pytest.fixture(scope="module")
 def two_sweeps(prompt_sweep):
     # The first sweep is the shared one over three prompts; a second sweep in the same store,
-    # with a job that cannot start, must not mix with it.
+    # over two batch sizes, each with a job that cannot start, must not mix with it.
     cwd, first, _ = prompt_sweep
-    second = run_cli(cwd, "-m", "prompt=summarize", "prompt.max_tokens=24,5000", "dataset.limit=6")
+    second = run_cli(cwd, "-m", "prompt=summarize", "processor.batch_size=4,8", "prompt.max_tokens=24,5000", "dataset.limit=6")
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-5000:]
     mlflow.set_tracking_uri(f"sqlite:///{cwd}/outputs/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["runner"], order_by=["attributes.start_time ASC"])
@@ -49,7 +50,33 @@ def test_each_sweep_is_a_parent_with_its_own_jobs(two_sweeps):
             assert job[f"metrics.{metric}"] >= 0, metric
         assert job["metrics.startup_s"] > 0 and job["metrics.steady_output_tokens_per_s"] > job["metrics.output_tokens_per_s"]
     second_jobs = children_of(runs, second.run_id)
-    assert len(second_jobs) == 2 and set(second_jobs["tags.runner.sweep_id"]) == {second["tags.runner.sweep_id"]}
+    assert len(second_jobs) == 4 and set(second_jobs["tags.runner.sweep_id"]) == {second["tags.runner.sweep_id"]}
+
+
+def assert_one_engine_started_once(jobs, rows):
+    """The jobs ran on one engine that the first of them started; the others waited for
+    none of its start-up, and every job's rows are complete."""
+    jobs = jobs.sort_values("start_time")
+    assert jobs["tags.runner.engine"].nunique() == 1 and set(jobs["tags.runner.engine_mode"]) == {"shared"}
+    assert list(jobs["tags.runner.engine_started"]) == ["true"] + ["false"] * (len(jobs) - 1)
+    first, later = jobs.iloc[0], jobs.iloc[1:]
+    for _, job in later.iterrows():
+        assert job["metrics.startup_s"] < first["metrics.startup_s"] / 3, (job["metrics.startup_s"], first["metrics.startup_s"])
+    assert all(jobs["metrics.rows_ok"] + jobs["metrics.rows_failed"] == rows) and all(jobs["metrics.rows_in"] == rows)
+
+
+@pytest.mark.slow
+def test_a_sweeps_jobs_share_one_engine(two_sweeps):
+    _, _, _, runs = two_sweeps
+    first, second = runs[runs["tags.runner.role"] == "sweep"].iloc[0], runs[runs["tags.runner.role"] == "sweep"].iloc[1]
+    assert_one_engine_started_once(children_of(runs, first.run_id), TASK_SWEEP_ROWS)
+    # Two batch sizes on one engine, a job that could not start between them.
+    ran = children_of(runs, second.run_id)
+    ran = ran[ran["status"] == "FINISHED"]
+    assert sorted(ran["params.processor.batch_size"]) == ["4", "8"]
+    assert_one_engine_started_once(ran, 6)
+    # Each sweep stopped its engine at its end: the second could not reuse the first's.
+    assert set(ran["tags.runner.engine"]).isdisjoint(children_of(runs, first.run_id)["tags.runner.engine"])
 
 
 @pytest.mark.slow
@@ -58,11 +85,11 @@ def test_a_failed_job_is_recorded_and_the_sweep_goes_on(two_sweeps):
     parent = runs[runs["tags.runner.role"] == "sweep"].iloc[1]
     jobs = children_of(runs, parent.run_id)
     failed = jobs[jobs["status"] == "FAILED"]
-    assert len(failed) == 1
-    assert "prompt.max_tokens=5000" in failed.iloc[0]["tags.runner.overrides"]
-    assert "prompt.max_tokens=5000" in failed.iloc[0]["tags.runner.error"]
-    assert (jobs["status"] == "FINISHED").sum() == 1
-    assert parent["metrics.jobs"] == 2 and parent["metrics.jobs_failed"] == 1
+    assert len(failed) == 2
+    for _, job in failed.iterrows():
+        assert "prompt.max_tokens=5000" in job["tags.runner.overrides"] and "prompt.max_tokens=5000" in job["tags.runner.error"]
+    assert (jobs["status"] == "FINISHED").sum() == 2
+    assert parent["metrics.jobs"] == 4 and parent["metrics.jobs_failed"] == 2
 
 
 @pytest.mark.slow

@@ -1,0 +1,372 @@
+"""The shared engine: one vLLM engine, run by Ray Serve LLM as a deployment, that the jobs of
+a sweep send their rows to (Ray Data LLM's ServeDeploymentProcessorConfig).
+
+Start-up (Ray, the engine process, weights, warm-up) is most of a small job's time: 46 of
+~61 s for the default job on 2 cores. A sweep's jobs whose model, engine settings, hardware
+and replica count are the same share one engine and one Ray, so it is paid once; a job that
+changes any of them gets its own, and the previous engine is stopped first (no two engines
+compete for the device). The engine lives until the sweep ends (runner.sweep), the process
+exits, or a job leaves it broken; on a Ray cluster the run joined, nothing is shared (Serve's
+controller outlives the job there, and the cluster is not ours).
+
+Only Serve's light API is used here: defining the deployment from Ray Serve LLM's own
+builder would import vLLM on the driver (runner.engine_server says why).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import functools
+import importlib
+import importlib.util
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+from runner import cluster, engine_server
+from runner.models import ModelLocation
+
+log = logging.getLogger(__name__)
+
+DEPLOYMENT = "engine"
+APP_PREFIX = "runner-engine-"
+# Ray Serve LLM's own defaults for an engine deployment: a replica takes every request the
+# callers send (vLLM schedules them), and is checked every 10 s.
+MAX_ONGOING_REQUESTS = 1_000_000_000
+HEALTH_CHECK_PERIOD_S = 10
+HEALTH_CHECK_TIMEOUT_S = 10
+# How long a stopped engine's processes may take to exit before they are killed.
+STOP_GRACE_S = 15.0
+# An engine is stopped when its jobs are done (or the run is interrupted): Serve need not
+# wait its default 2 s for requests still in flight before ending the replica.
+SHUTDOWN_WAIT_LOOP_S = 0.2
+PROBE_TIMEOUT_S = 20.0
+
+
+class EngineNotReady(RuntimeError):
+    """The engine replicas were not placed and loaded within ray.engine_start_timeout_s."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What the engine is: two jobs with equal keys can share one."""
+
+    key: str
+    llm_config: Dict[str, Any]
+    bundles: List[Dict[str, float]]
+    replicas: int
+    env: Dict[str, str]
+
+
+@dataclass
+class Engine:
+    id: str
+    key: str
+    app: str
+    ready_s: float  # how long its deployment took
+
+
+_current: Optional[Engine] = None
+_kept_between_jobs = False
+_exit_hook = False
+
+
+def keep_between_jobs(on: bool) -> None:
+    """Set by the sweep (runner.sweep): jobs leave the engine and Ray up for the next job."""
+    global _kept_between_jobs
+    _kept_between_jobs = on
+
+
+def kept_between_jobs() -> bool:
+    return _kept_between_jobs
+
+
+# What Ray Serve LLM 2.60's engine server imports from vLLM. vLLM 0.26 (the newest built for
+# torch 2.11, the GPU machines' torch) lacks it: there the server's replicas failed to start,
+# retried for ~80 s a job, and a whole sweep wrote nothing (seen on an H200, 2026-11-28).
+SERVE_LLM_NEEDS_FROM_VLLM = ("entrypoints", "serve", "engine", "protocol.py")
+
+
+@functools.lru_cache(maxsize=None)
+def serve_llm_fits_vllm(vllm_dir: Optional[str] = None) -> bool:
+    """Whether the installed vLLM has what Ray Serve LLM imports, found without importing
+    vLLM on the driver (seconds; the engine's own process imports it)."""
+    if vllm_dir is None:
+        spec = importlib.util.find_spec("vllm")
+        if spec is None or not spec.submodule_search_locations:
+            return False
+        vllm_dir = list(spec.submodule_search_locations)[0]
+    return Path(vllm_dir).joinpath(*SERVE_LLM_NEEDS_FROM_VLLM).is_file()
+
+
+def wanted(cfg: Mapping[str, Any]) -> bool:
+    """Whether this job runs on the shared engine (processor.shared_engine; null: in a sweep,
+    where Ray Serve LLM works with the installed vLLM)."""
+    if cluster.target(cfg["ray"]):
+        return False
+    setting = cfg["processor"].get("shared_engine")
+    if setting is None:
+        return _kept_between_jobs and serve_llm_fits_vllm()
+    return bool(setting)
+
+
+def problems(cfg: Mapping[str, Any]) -> List[str]:
+    """What stops this job from using the shared engine, found before anything starts."""
+    if not wanted(cfg):
+        return []
+    if not serve_llm_fits_vllm():
+        return [
+            "processor.shared_engine=true: Ray Serve LLM 2.60 needs a vLLM with vllm/"
+            + "/".join(SERVE_LLM_NEEDS_FROM_VLLM) + " (vLLM 0.26 has none). Fix: processor.shared_engine=false "
+            "(a per-job engine), or a vLLM release that Ray Serve LLM supports"
+        ]
+    try:
+        importlib.import_module("ray.serve")
+    except ImportError as error:
+        return [
+            f"the shared engine (processor.shared_engine, on in sweeps and the cpu profile) needs Ray Serve, which does not "
+            f"import here ({error}). Fix: pip install 'ray[serve]==2.60.*' (python -m runner.install does), "
+            "or processor.shared_engine=false for a per-job engine"
+        ]
+    return []
+
+
+def current() -> Optional[Engine]:
+    return _current
+
+
+def spec(cfg: Mapping[str, Any], model: ModelLocation, env: Dict[str, str], engine_kwargs: Dict[str, Any]) -> Spec:
+    hw = cfg["hw"]
+    replicas = int(cfg["processor"]["concurrency"])
+    if hw["gpus_per_replica"]:
+        base = [{"GPU": 1.0, "CPU": 1.0}] * int(hw["gpus_per_replica"])
+    else:
+        base = [{"CPU": float(hw["cpus_per_replica"])}]
+    accelerator = hw["accelerator_type"] if hw["gpus_per_replica"] else None
+    # What Ray Serve LLM asks for the same config (checked again in the replica): an
+    # accelerator hint in every bundle; the replica's own actor takes nothing beside the engine.
+    bundles = [dict(b, **({f"accelerator_type:{accelerator}": 0.001} if accelerator else {})) for b in base]
+    key = json.dumps(
+        {"model": model.source, "engine": engine_kwargs, "bundles": bundles, "replicas": replicas, "env": env}, sort_keys=True, default=str
+    )
+    llm_config: Dict[str, Any] = dict(
+        model_loading_config=dict(model_id=f"runner-{_digest(key)}", model_source=model.source),
+        placement_group_config=dict(bundles=base),
+        engine_kwargs=engine_kwargs,
+        deployment_config=dict(num_replicas=replicas, ray_actor_options={"num_cpus": 0}),
+        runtime_env={"env_vars": env},
+        # Engine metrics would go to Ray's Prometheus exporter; the job measures from rows.
+        log_engine_metrics=False,
+        callback_config=dict(callback_class=f"{engine_server.__name__}.{engine_server.SkipNodeInit.__name__}"),
+    )
+    if accelerator:
+        llm_config["accelerator_type"] = accelerator
+    elif not hw["gpus_per_replica"]:
+        llm_config["accelerator_config"] = dict(kind="cpu")  # accelerator_type stays unset on CPU
+    return Spec(key=key, llm_config=llm_config, bundles=bundles, replicas=replicas, env=env)
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def acquire(cfg: Mapping[str, Any], wanted_spec: Spec) -> Dict[str, Any]:
+    """The running engine if it is this spec's and healthy, else a new one (the old one
+    stopped first). Returns what the job records about it (runner.engine in MLflow)."""
+    global _current
+    _register_exit_hook()
+    waited = time.time()
+    if _current is not None and _current.key == wanted_spec.key:
+        problem = _problem(_current)
+        if problem is None:
+            log.info("engine %s: reused (started by an earlier job of this sweep)", _current.id)
+            return {"id": _current.id, "mode": "shared", "started": False, "wait_s": time.time() - waited}
+        log.warning("engine %s cannot be reused (%s); starting a new one", _current.id, problem)
+    if _current is not None:
+        stop()
+    _current = _deploy(wanted_spec, float(cfg["ray"]["engine_start_timeout_s"]))
+    return {"id": _current.id, "mode": "shared", "started": True, "wait_s": time.time() - waited}
+
+
+def _deploy(wanted_spec: Spec, timeout_s: float) -> Engine:
+    from ray import serve
+
+    engine_id = f"{_digest(wanted_spec.key)}-{uuid.uuid4().hex[:4]}"
+    app = f"{APP_PREFIX}{engine_id}"
+    started = time.time()
+    # No HTTP proxy (no port 8000): rows reach the engine through deployment handles only.
+    serve.start(proxy_location="Disabled")
+    deployment = serve.deployment(
+        engine_server.RowServer,
+        name=DEPLOYMENT,
+        num_replicas=wanted_spec.replicas,
+        ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": dict(wanted_spec.env)}},
+        placement_group_bundles=wanted_spec.bundles,
+        placement_group_strategy="PACK",
+        max_ongoing_requests=MAX_ONGOING_REQUESTS,
+        health_check_period_s=HEALTH_CHECK_PERIOD_S,
+        health_check_timeout_s=HEALTH_CHECK_TIMEOUT_S,
+        graceful_shutdown_wait_loop_s=SHUTDOWN_WAIT_LOOP_S,
+    )
+    # Not blocking: serve.run would wait for the replicas with no time limit.
+    serve._run(deployment.bind(wanted_spec.llm_config, wanted_spec.bundles), name=app, route_prefix=None, _blocking=False)
+    engine = Engine(id=engine_id, key=wanted_spec.key, app=app, ready_s=0.0)
+    log.info("engine %s: starting (%d replica(s), model %s)", engine_id, wanted_spec.replicas, wanted_spec.llm_config["model_loading_config"]["model_source"])
+    try:
+        _wait_running(engine, started + timeout_s, timeout_s)
+    except Exception:
+        _delete(engine)  # interrupted instead, the caller stops Ray and everything in it
+        raise
+    engine.ready_s = time.time() - started
+    log.info("engine %s: ready in %.1f s", engine_id, engine.ready_s)
+    return engine
+
+
+def _wait_running(engine: Engine, deadline: float, timeout_s: float) -> None:
+    from ray import serve
+
+    while True:
+        status = serve.status().applications.get(engine.app)
+        if status is not None and status.status == "RUNNING":
+            return
+        if status is not None and status.status == "DEPLOY_FAILED":
+            raise RuntimeError(f"the engine failed to start: {_status_text(status)}")
+        if time.time() > deadline:
+            raise EngineNotReady(
+                f"the engine did not start within ray.engine_start_timeout_s={timeout_s:g} s"
+                + (f": {_status_text(status)}" if status is not None else "")
+            )
+        time.sleep(0.5)
+
+
+def _status_text(status) -> str:
+    parts = [status.message] if status.message else []
+    for name, deployment in status.deployments.items():
+        if deployment.message:
+            parts.append(f"{name}: {deployment.message}")
+    return "; ".join(parts)[:4000] or str(status.status)
+
+
+def _problem(engine: Engine) -> Optional[str]:
+    """Why the engine cannot take a job now. Serve's view first; then the engine itself is
+    asked, since Serve checks it only every 10 s and an engine core that died since (a job
+    crashed it) would fail the next job's every row."""
+    from ray import serve
+
+    status = serve.status().applications.get(engine.app)
+    if status is None:
+        return "its deployment is gone"
+    if status.status != "RUNNING":
+        return f"its deployment is {status.status}: {_status_text(status)}"
+    try:
+        serve.get_deployment_handle(DEPLOYMENT, engine.app).check_health.remote().result(timeout_s=PROBE_TIMEOUT_S)
+    except Exception as error:  # noqa: BLE001 - any failure to answer means it cannot be trusted
+        return f"it failed its health check ({type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''})"
+    return None
+
+
+def check_after_failure() -> None:
+    """A job failed on the shared engine: a broken engine is stopped now, so that it holds
+    no device while the sweep goes on; a healthy one waits for the next job."""
+    if _current is None:
+        return
+    problem = _problem(_current)
+    if problem is not None:
+        log.warning("engine %s after the failed job: %s; stopping it", _current.id, problem)
+        stop()
+
+
+def stop() -> None:
+    """Stop the current engine and wait for its processes (the replica, vLLM's engine core)."""
+    global _current
+    engine, _current = _current, None
+    if engine is not None:
+        _delete(engine)
+
+
+def _delete(engine: Engine) -> None:
+    import psutil
+    import ray
+    from ray import serve
+
+    if not ray.is_initialized():
+        return
+    processes = _engine_processes(engine.app)
+    started = time.time()
+    try:
+        serve.delete(engine.app)
+    except Exception as error:  # noqa: BLE001 - its processes are ended below either way
+        log.warning("engine %s: Serve could not delete it (%s); ending its processes", engine.id, error)
+    _, alive = psutil.wait_procs(processes, timeout=STOP_GRACE_S)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(alive, timeout=5)
+    log.info("engine %s: stopped in %.1f s%s", engine.id, time.time() - started, f", {len(alive)} process(es) killed" if alive else "")
+
+
+def _engine_processes(app: str):
+    """The replica processes of `app` and everything they started (vLLM's engine core)."""
+    import psutil
+
+    found = []
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            if f"ServeReplica:{app}:" in " ".join(proc.cmdline()):
+                found.append(proc)
+                found.extend(proc.children(recursive=True))
+        except psutil.Error:
+            continue
+    return found
+
+
+def shutdown(graceful: bool = True) -> None:
+    """Stop the engine, then Ray (runner.pipeline.stop_ray waits for every process it started,
+    the engine's included, and kills what outlives its grace).
+
+    Interrupted (graceful=False), the engine is not asked to stop: SIGTERM reaches the whole
+    process group, Ray's own processes with it, and a call to a Serve controller that is
+    going down aborted the driver (exit -6, no resume line)."""
+    global _current
+    from runner import pipeline
+
+    try:
+        if graceful:
+            stop()
+        else:
+            _current = None
+    finally:
+        pipeline.stop_ray()
+
+
+def end_of_sweep() -> None:
+    """The sweep's last job is done: its engine and Ray stop."""
+    import ray
+
+    keep_between_jobs(False)
+    if _current is not None or ray.is_initialized():
+        shutdown()
+
+
+def _register_exit_hook() -> None:
+    """Ctrl-C or an error between two jobs (or anywhere Hydra's sweep loop is left early) ends
+    the process without the sweep's end: the engine is stopped on the way out. Registered
+    after ray.init, so it runs before Ray's own exit hook."""
+    global _exit_hook
+    if not _exit_hook:
+        atexit.register(_at_exit)
+        _exit_hook = True
+
+
+def _at_exit() -> None:
+    import ray
+
+    if _current is not None or (ray.is_initialized() and _kept_between_jobs):
+        shutdown(graceful=False)  # only an interrupted or failed sweep leaves anything here

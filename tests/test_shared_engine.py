@@ -1,0 +1,60 @@
+"""A sweep over an engine setting: each setting gets its own engine, the old one stopped
+before the new one starts, and Ctrl-C in the middle of the sweep leaves every finished row
+written and no engine process behind. (Jobs sharing one engine: test_sweep.py.)"""
+
+import json
+import os
+import re
+import signal
+import time
+
+import mlflow
+import pytest
+
+from tests.e2e_helpers import read_results
+from tests.test_resilience import engine_processes, start_background_run, wait_for_partial_results
+
+ROWS = 16
+SWEEP = (
+    "-m", "engine.max_num_seqs=4,8", f"dataset.limit={ROWS}", "processor.batch_size=4", "processor.rows_per_file=4",
+    "prompt.max_tokens=48", "hydra.sweep.dir=outputs/multirun/engines",
+)
+
+
+def engine_cores(since: float):
+    return [p for p in engine_processes(since) if "EngineCore" in " ".join(p.info["cmdline"] or []) + (p.info["name"] or "")]
+
+
+@pytest.mark.slow
+def test_a_new_engine_setting_replaces_the_engine_and_ctrl_c_mid_sweep_leaves_nothing(tmp_path):
+    started = time.time()
+    sweep_dir = tmp_path / "outputs/multirun/engines"
+    proc = start_background_run(tmp_path, *SWEEP)
+    wait_for_partial_results(sweep_dir / "1" / "results", proc, files=1)
+    # The second job's engine runs alone: the first one's was stopped before it started.
+    cores = engine_cores(started)
+    assert len(cores) == 1, [(p.pid, p.info["cmdline"]) for p in cores]
+    os.killpg(proc.pid, signal.SIGINT)
+    assert proc.wait(timeout=120) == 130, (tmp_path / "run.log").read_text()[-3000:]
+
+    deadline = time.time() + 30
+    while engine_processes(started) and time.time() < deadline:
+        time.sleep(1)
+    assert [(p.pid, p.info["name"]) for p in engine_processes(started)] == []
+
+    log = (tmp_path / "run.log").read_text()
+    engines = re.findall(r"engine (\S+): starting", log)
+    assert len(engines) == 2 and engines[0] != engines[1], engines
+    assert log.index(f"engine {engines[0]}: stopped") < log.index(f"engine {engines[1]}: starting")
+
+    # The finished job is whole and logged; the interrupted one kept what it wrote.
+    first = read_results(sweep_dir / "0" / "results")
+    assert len(first) == ROWS and all(r["generated_text"] for r in first)
+    assert json.loads((sweep_dir / "0" / "metrics.json").read_text())["status"] == "finished"
+    second = read_results(sweep_dir / "1" / "results")
+    assert second and all(r["generated_text"] for r in second)
+    assert f"rows already written are kept. Finish it with: python -m runner.resume {sweep_dir / '1'}" in log
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    job = mlflow.search_runs(experiment_names=["runner"], filter_string="tags.`runner.role` = 'job'").iloc[0]
+    assert job["tags.runner.engine"] == engines[0] and job["tags.runner.engine_started"] == "true"
+    assert job["params.engine.max_num_seqs"] == "4"

@@ -1,0 +1,200 @@
+"""The shared engine's bookkeeping, without Ray: which jobs may share an engine, what is
+deployed, and how the engine's answers become result rows. The real sweeps are in
+test_sweep.py (sharing), test_tasks.py (structured outputs through it) and
+test_shared_engine.py (a second engine, Ctrl-C)."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from runner import engine_server, pipeline, tracking, warm_engine
+from runner.models import ModelLocation
+from runner.config import CONF_DIR, compose, to_dict
+
+LOCATION = ModelLocation(source="/models/smollm2", load_format=None)
+
+
+def config(*overrides):
+    return to_dict(compose(list(overrides)))
+
+
+def spec(*overrides):
+    cfg = config(*overrides)
+    return warm_engine.spec(cfg, LOCATION, pipeline.worker_env(cfg), pipeline.engine_kwargs(cfg, LOCATION))
+
+
+def test_jobs_that_change_only_how_rows_are_sent_share_an_engine():
+    base = spec().key
+    for overrides in (["processor.batch_size=4"], ["prompt=extract"], ["prompt.temperature=0.9"], ["dataset.limit=3"], ["tracking=off"]):
+        assert spec(*overrides).key == base, overrides
+
+
+def test_any_engine_model_or_hardware_setting_gets_its_own_engine():
+    base = spec().key
+    for overrides in (["engine.max_num_seqs=8"], ["engine.seed=1"], ["+engine.extra.swap_space=2"], ["processor.concurrency=2"],
+                      ["hw.cpus_per_replica=2"], ["hw.env.VLLM_CPU_KVCACHE_SPACE=3"], ["model.revision=abc"]):
+        assert spec(*overrides).key != base, overrides
+    other_model = ModelLocation(source="/models/other", load_format=None)
+    cfg = config()
+    assert warm_engine.spec(cfg, other_model, {}, pipeline.engine_kwargs(cfg, other_model)).key != spec().key
+
+
+def test_cpu_engine_is_placed_on_the_replica_cpus_with_no_accelerator_type():
+    cpu = spec()
+    assert cpu.bundles == [{"CPU": 1.0}] and cpu.replicas == 1
+    assert cpu.llm_config["accelerator_config"] == {"kind": "cpu"} and "accelerator_type" not in cpu.llm_config
+    assert cpu.llm_config["engine_kwargs"]["max_num_seqs"] == 32
+    assert cpu.llm_config["runtime_env"] == {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "2"}}
+
+
+def test_gpu_engine_reserves_a_gpu_per_shard_on_the_named_accelerator():
+    gpu = spec("model=llama31_8b", "hw=h100x2")
+    assert gpu.bundles == [{"GPU": 1.0, "CPU": 1.0, "accelerator_type:H100": 0.001}] * 2
+    assert gpu.llm_config["accelerator_type"] == "H100" and "accelerator_config" not in gpu.llm_config
+
+
+def test_shared_in_a_sweep_or_where_asked_and_never_on_a_cluster_the_run_joined(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    auto = config("processor.shared_engine=null")
+    try:
+        assert not warm_engine.wanted(auto)
+        warm_engine.keep_between_jobs(True)  # what a sweep sets
+        assert warm_engine.wanted(auto)
+        assert not warm_engine.wanted(config("processor.shared_engine=false"))
+        assert not warm_engine.wanted(config("ray.address=auto"))
+    finally:
+        warm_engine.keep_between_jobs(False)
+    # The CPU profile's single jobs too (measured faster there); GPU profiles only in sweeps.
+    assert warm_engine.wanted(config()) and not warm_engine.wanted(config("model=llama31_8b", "hw=h100"))
+
+
+def test_driver_defines_the_engine_without_importing_vllm():
+    probe = "import sys; from runner import pipeline, warm_engine, sweep; assert 'vllm' not in sys.modules and 'torch' not in sys.modules; print('ok')"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=CONF_DIR.parent)
+    assert done.stdout.strip() == "ok", done.stderr[-3000:]
+
+
+def serve_row(row, *overrides):
+    cfg = config(*overrides)
+    return pipeline._serve_request(row, prompt_cfg=cfg["prompt"], columns={"article": "article"}, id_column="id", fail_fast=False)
+
+
+def test_a_row_reaches_the_engine_as_one_plain_request_and_keeps_its_columns():
+    out = serve_row({"id": "news-001", "article": "Some text."})
+    assert out["id"] == "news-001" and out["article"] == "Some text."
+    assert out["method"] == engine_server.METHOD
+    body = out["request_kwargs"]
+    assert set(body) == {"messages", "sampling_params"} and "Some text." in body["messages"][-1]["content"]
+    assert "messages" not in out and "sampling_params" not in out
+
+
+def test_a_row_that_cannot_become_a_prompt_still_travels_and_stays_failed():
+    out = serve_row({"id": "bad", "article": None})
+    assert "article" in out[pipeline.ROW_ERROR] and out["request_kwargs"]["sampling_params"]["max_tokens"] == 1
+
+
+def engine_answer(**kwargs):
+    # What the Serve stage hands on: the row, the answer merged in, its own bookkeeping.
+    return {"id": "r1", "article": "x", **engine_server.answer(**kwargs), "request_id": "7", "__inference_error__": ""}
+
+
+def postprocess(row, fail_fast=False):
+    from runner import outputs
+
+    cfg = config()
+    return pipeline._postprocess(row, ["id", "article"], outputs.from_config(cfg), "id", fail_fast)
+
+
+def test_an_answer_becomes_a_result_row_timed_by_the_engine_clock():
+    stamps = {"arrival_time": 1000.0, "queued_ts": 50.0, "last_token_ts": 52.5, "first_token_latency": 0.25}
+    out = postprocess(engine_answer(text="A summary.", input_tokens=40, output_tokens=3, metrics=stamps, seconds=9.0))
+    assert out["id"] == "r1" and out["generated_text"] == "A summary." and out["error"] == ""
+    assert (out["num_input_tokens"], out["num_generated_tokens"], out["latency_s"], out["finished_at"]) == (40, 3, 2.5, 1002.5)
+
+
+def test_a_request_the_engine_refused_is_a_failed_row_or_stops_a_fail_fast_run():
+    refused = engine_answer(error="VLLMValidationError: This model's maximum context length is 4096 tokens.")
+    out = postprocess(refused)
+    assert "maximum context length" in out["error"] and out["num_generated_tokens"] == 0
+    with pytest.raises(ValueError, match="id='r1'.*maximum context length.*on_row_error=continue"):
+        postprocess(refused, fail_fast=True)
+
+
+def test_every_answer_has_the_same_fields_and_types():
+    ok = engine_server.answer(text="t", input_tokens=1, output_tokens=1, metrics=dict.fromkeys(engine_server.METRIC_FIELDS, 1), seconds=1.0)
+    refused = engine_server.answer(error="no")
+    assert list(ok) == list(refused)
+    assert ok["metrics"] and refused["metrics"] is None
+
+
+def test_requests_from_ray_data_batches_are_made_plain_for_vllm():
+    batch_row = {"messages": np.array([{"role": "user", "content": "x"}], dtype=object),
+                 "sampling_params": {"seed": np.int64(2), "structured_outputs": {"choice": np.array(["a", "b"])}}}
+    plain = engine_server._plain(batch_row)
+    assert plain == {"messages": [{"role": "user", "content": "x"}], "sampling_params": {"seed": 2, "structured_outputs": {"choice": ["a", "b"]}}}
+    assert type(plain["sampling_params"]["seed"]) is int
+
+
+def test_the_replica_refuses_to_run_where_ray_serve_llm_would_place_it_otherwise():
+    engine_server._check_placement({"placement_group_bundles": [{"CPU": 1, "GPU": 0}]}, [{"CPU": 1.0}])
+    with pytest.raises(RuntimeError, match="placement mismatch"):
+        engine_server._check_placement({"placement_group_bundles": [{"CPU": 2, "GPU": 0}]}, [{"CPU": 1.0}])
+
+
+def test_mlflow_is_told_which_engine_ran_each_job():
+    assert tracking.engine_tags({"id": "ab12-cd", "mode": "shared", "started": False, "wait_s": 0.01}) == {
+        "runner.engine": "ab12-cd", "runner.engine_started": "false", "runner.engine_mode": "shared",
+    }
+    assert tracking.engine_tags(None) == {}
+
+
+MISSING_SERVE_PROBE = """
+import importlib.abc, sys
+class Refuse(importlib.abc.MetaPathFinder):  # what a machine without ray[serve]'s extras has
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "grpc_reflection":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Refuse())
+from runner import preflight
+from runner.config import compose, to_dict
+config = to_dict(compose(sys.argv[2:]))
+try:
+    preflight.run_checks(config)
+    print("passed")
+except preflight.PreflightError as error:
+    print(error)
+"""
+
+
+@pytest.mark.parametrize("shared", ["true", "false"])
+def test_a_missing_ray_serve_is_named_before_the_run_with_its_fix(shared):
+    done = subprocess.run([sys.executable, "-c", MISSING_SERVE_PROBE, str(CONF_DIR), f"processor.shared_engine={shared}"],
+                          capture_output=True, text=True, timeout=120, cwd=CONF_DIR.parent)
+    assert done.returncode == 0, done.stderr[-3000:]
+    if shared == "false":
+        assert done.stdout.strip().endswith("passed")
+    else:
+        assert "needs Ray Serve" in done.stdout and "grpc_reflection" in done.stdout and "pip install 'ray[serve]==2.60.*'" in done.stdout
+
+
+def test_a_vllm_that_ray_serve_llm_cannot_import_is_found_without_importing_it(tmp_path, monkeypatch):
+    """vLLM 0.26 (the GPU machines') lacks what Ray Serve LLM 2.60 imports: a sweep then runs
+    per-job engines, and asking for the shared engine is refused before any work."""
+    old = tmp_path / "vllm-0.26"
+    new = tmp_path / "vllm-0.32"
+    (new / "entrypoints/serve/engine").mkdir(parents=True)
+    (new / "entrypoints/serve/engine/protocol.py").write_text("")
+    (old / "entrypoints").mkdir(parents=True)
+    assert warm_engine.serve_llm_fits_vllm(str(new)) and not warm_engine.serve_llm_fits_vllm(str(old))
+    assert warm_engine.serve_llm_fits_vllm()  # the vLLM installed here (vllm-cpu 0.32) has it
+
+    monkeypatch.setattr(warm_engine, "serve_llm_fits_vllm", lambda vllm_dir=None: False)
+    monkeypatch.setattr(warm_engine, "_kept_between_jobs", True)
+    in_sweep = config("processor.shared_engine=null")
+    assert not warm_engine.wanted(in_sweep) and warm_engine.problems(in_sweep) == []
+    asked = config("processor.shared_engine=true")
+    assert warm_engine.wanted(asked)
+    (problem,) = warm_engine.problems(asked)
+    assert "processor.shared_engine=false" in problem and "protocol.py" in problem
