@@ -129,7 +129,7 @@ def problems(cfg: Mapping[str, Any]) -> List[str]:
         importlib.import_module("ray.serve")
     except ImportError as error:
         return [
-            f"the shared engine (processor.shared_engine, on in sweeps and the cpu profile) needs Ray Serve, which does not "
+            f"the shared engine (processor.shared_engine, on in sweeps) needs Ray Serve, which does not "
             f"import here ({error}). Fix: pip install 'ray[serve]==2.60.*' (python -m runner.install does), "
             "or processor.shared_engine=false for a per-job engine"
         ]
