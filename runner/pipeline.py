@@ -86,8 +86,10 @@ def start_ray(cfg: Mapping[str, Any], env: Dict[str, str]) -> None:
     if cluster.target(cfg["ray"]):
         cluster.connect(cfg, env)
         return
-    # "local" overrides a RAY_ADDRESS in the environment.
-    runtime_env = {"env_vars": env, "worker_process_setup_hook": ray_fixes.SETUP_HOOK}
+    # "local" overrides a RAY_ADDRESS in the environment. Ray adds the setup hook's variable to
+    # the env_vars it is given, in place: a copy keeps it out of the job's env (the shared
+    # engine's key is made from it, and only the first job's would have had it).
+    runtime_env = {"env_vars": dict(env), "worker_process_setup_hook": ray_fixes.SETUP_HOOK}
     kwargs: Dict[str, Any] = {"address": "local", "runtime_env": runtime_env, "log_to_driver": True}
     # The dashboard's processes start beside the engine and take CPU it needs to start.
     kwargs["include_dashboard"] = bool(cfg["ray"]["dashboard"])

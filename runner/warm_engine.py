@@ -188,9 +188,26 @@ def acquire(cfg: Mapping[str, Any], wanted_spec: Spec) -> Dict[str, Any]:
             return {"id": _current.id, "mode": "shared", "started": False, "wait_s": time.time() - waited}
         log.warning("engine %s cannot be reused (%s); starting a new one", _current.id, problem)
     if _current is not None:
+        log.info("a new engine for this job: %s", _key_change(_current.key, wanted_spec.key))
         stop()
     _current = _deploy(wanted_spec, float(cfg["ray"]["engine_start_timeout_s"]))
     return {"id": _current.id, "mode": "shared", "started": True, "wait_s": time.time() - waited}
+
+
+def _key_change(old: str, new: str) -> str:
+    """Which of the engine's settings differ from the running engine's (for the log)."""
+    before, after = _flat(json.loads(old)), _flat(json.loads(new))
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    return ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed) or "its previous one is unusable"
+
+
+def _flat(value: Any, prefix: str = "") -> Dict[str, Any]:
+    if not isinstance(value, dict):
+        return {prefix: value}
+    flat: Dict[str, Any] = {}
+    for name, inner in value.items():
+        flat.update(_flat(inner, f"{prefix}.{name}" if prefix else str(name)))
+    return flat
 
 
 def _deploy(wanted_spec: Spec, timeout_s: float) -> Engine:
