@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
 from runner import compare as cmp
-from runner.compare import overrides, table as job_table
+from runner.compare import overrides
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -276,9 +276,8 @@ def test_stored_overrides_are_read_with_hydras_parser():
     assert overrides.swept_by_parent({f"sweep.{k}": v for k, v in parent.items()}) == ["hw", "prompt.temperature", "processor.batch_size"]
 
 
-def test_a_tag_column_is_one_entry(store, tmp_path, monkeypatch):
+def test_the_engine_column_says_which_jobs_shared_one(store, tmp_path):
     # Jobs tagged with the engine they ran on show it beside their status; a job without the tag shows "-".
-    monkeypatch.setattr(job_table, "TAG_COLUMNS", {"engine": "runner.engine"})
     client = store["client"]
     for run_id in store["new_children"][:2]:
         client.set_tag(run_id, "runner.engine", "warm-1")

@@ -16,8 +16,8 @@ from runner.compare.select import FINISHED, status
 from runner.compare.store import tag
 
 # Columns read from each job's tags, shown after its status (column -> tag); a tag a job
-# lacks shows as "-". E.g. {"engine": "runner.engine"}: which jobs shared a warm engine.
-TAG_COLUMNS: Dict[str, str] = {}
+# lacks shows as "-". Jobs with the same engine id shared one engine (runner.warm_engine).
+TAG_COLUMNS: Dict[str, str] = {"engine": "runner.engine"}
 
 
 @dataclass
@@ -53,7 +53,9 @@ def build(jobs: pd.DataFrame, metric: str, forced: Optional[Sequence[str]], pare
         swept = swept_settings.swept(frame, param_names, job_overrides, parent_params)
     labels = job_labels(rows, records, swept)
     frame.index = pd.Index(labels, name="job")
-    table = frame[[*swept, "status", *TAG_COLUMNS, *shown_figures(frame, metric)]].copy()
+    # A tag no job carries (runs from before it existed) adds no column.
+    tag_columns = [column for column in TAG_COLUMNS if frame[column].notna().any()]
+    table = frame[[*swept, "status", *tag_columns, *shown_figures(frame, metric)]].copy()
     table["mark"] = ""
     table["run_id"] = frame["run_id"]
     errors = {label: tag(row, "runner.error") or "" for label, row in zip(labels, rows) if status(row) == "failed"}
