@@ -10,10 +10,10 @@ from pathlib import Path
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from runner import app, cli, errors, run_state, schema, sweep, tracking
-from runner.config import to_dict
+from runner.config import to_object
 
 schema.register()
 log = logging.getLogger("runner")
@@ -44,7 +44,7 @@ def main(cfg: DictConfig) -> str:
     parent = sweep.current()["parent_run_id"]
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        outcome = app.run(cfg, run_dir, parent_run_id=parent, tags=tags)
+        outcome = app.run(to_object(cfg), run_dir, parent_run_id=parent, tags=tags)
         if not cfg.dry_run:
             print(outcome.summary(), flush=True)
         return "finished"
@@ -76,7 +76,7 @@ def main(cfg: DictConfig) -> str:
 def _resume_hint(cfg: DictConfig, run_dir: Path) -> str:
     """How to finish the run, saying rows were kept only where some were written."""
     try:
-        location = app.run_location(to_dict(cfg), run_dir, Path(cfg.paths.outputs))
+        location = app.run_location(OmegaConf.to_object(cfg), run_dir, Path(cfg.paths.outputs))
         if not location.child(run_state.MANIFEST).exists():
             return "It stopped before its run state was written: run the same command again"
         written = any(location.child(folder).list_files() for folder in (run_state.RESULTS, run_state.FAILED))
@@ -119,7 +119,8 @@ def _record_failure(cfg: DictConfig, error: Exception, parent, tags, started_at:
     if not cfg.tracking.enabled:
         return
     try:
-        tracking.log_failed_run(to_dict(cfg), Path(cfg.paths.outputs), f"{type(error).__name__}: {error}", parent, tags, started_at)
+        # Not to_object's checks: a job refused for an unknown key is recorded too.
+        tracking.log_failed_run(OmegaConf.to_object(cfg), Path(cfg.paths.outputs), f"{type(error).__name__}: {error}", parent, tags, started_at)
     except Exception as tracking_error:  # noqa: BLE001
         log.error("tracking: could not record the failed job (%s)", tracking_error)
 

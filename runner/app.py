@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import yaml
-from omegaconf import DictConfig
 
 from runner import (
-    accounting, cluster, faults, metrics, models, pipeline, plan, preflight, prompt, readers, redaction, run_state, samples, schema, storage,
-    summary, sysmon,
+    accounting, cluster, faults, metrics, models, outputs, pipeline, plan, preflight, prompt, readers, redaction, run_state, samples,
+    storage, summary, sysmon,
     tracking,
 )
 from runner.config import to_dict
 from runner.errors import RunIncomplete
+from runner.schema import OnRowError, RunConfig
 from runner.storage import Location
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ class RunOutcome:
     already_finished: bool = False
     counts: Dict[str, int] = field(default_factory=dict)
     pipeline_run: Optional[pipeline.PipelineRun] = None  # this call's pipeline attempt, with its timing marks
-    config: Dict[str, Any] = field(default_factory=dict)
+    config: Optional[RunConfig] = None
     tracking_uri: Optional[str] = None
 
     def summary(self) -> str:
@@ -48,10 +48,10 @@ class RunOutcome:
                               mlflow_run_id=self.mlflow_run_id, tracking_uri=self.tracking_uri, tracking_error=self.tracking_error)
 
 
-def run_location(config: Dict[str, Any], run_dir: Path, outputs_root: Path) -> Location:
+def run_location(config: RunConfig, run_dir: Path, outputs_root: Path) -> Location:
     """Where the run's state lives: under output.uri when set (the Hydra folder's path below
     outputs/ appended, so sweeps and dated runs keep their layout), else the Hydra folder."""
-    uri = config["output"].get("uri")
+    uri = config.output.uri
     if not uri:
         return storage.resolve(str(run_dir))
     try:
@@ -65,12 +65,13 @@ def resume_command(location: Location) -> str:
     return f"python -m runner.resume {location}"
 
 
-def save_config(config: Dict[str, Any], location: Location) -> None:
-    location.child(run_state.CONFIG).write_text(yaml.safe_dump(redaction.redact(config), sort_keys=False))
+def save_config(plain: Dict[str, Any], location: Location) -> None:
+    """The config as plain data (config.to_dict), redacted, as config.yaml."""
+    location.child(run_state.CONFIG).write_text(yaml.safe_dump(redaction.redact(plain), sort_keys=False))
 
 
 def run(
-    cfg: DictConfig,
+    config: RunConfig,
     run_dir: Path,
     outputs_root: Optional[Path] = None,
     parent_run_id: Optional[str] = None,
@@ -80,14 +81,16 @@ def run(
     location: Optional[Location] = None,
 ) -> RunOutcome:
     """Run one job; with resume=True, finish the run at `location` (default: from run_dir).
-    outputs_root defaults to the config's paths.outputs."""
+    outputs_root defaults to the config's paths.outputs. `config` is the composed config as
+    runner.schema's dataclasses (runner.config.to_object)."""
     redaction.install_log_redaction()
-    schema.validate(cfg)
-    config = to_dict(cfg)
-    outputs_root = Path(outputs_root or config["paths"]["outputs"])
+    problems = outputs.config_problems(config)
+    if problems:
+        raise preflight.PreflightError(problems)
+    outputs_root = Path(outputs_root or config.paths.outputs)
     location = location or run_location(config, run_dir, outputs_root)
     reader = preflight.run_checks(config, location, resume)
-    if not cluster.target(config["ray"]):
+    if not cluster.target(config.ray):
         return _run_checked(config, location, reader, outputs_root, parent_run_id, tags, resume, force)
     try:
         _join_and_check(config, location)
@@ -96,13 +99,13 @@ def run(
         cluster.disconnect()  # the run's own actors end; nothing else of the cluster is touched
 
 
-def _join_and_check(config: Dict[str, Any], location: Location) -> None:
+def _join_and_check(config: RunConfig, location: Location) -> None:
     """Joining an existing cluster is cheap: it is asked what it has before any work."""
-    address = cluster.target(config["ray"])
+    address = cluster.target(config.ray)
     try:
         pipeline.start_ray(config, pipeline.worker_env(config))
     except ConnectionError as error:
-        setting = f"ray.address={address}" if config["ray"].get("address") else f"RAY_ADDRESS={address} (in the environment)"
+        setting = f"ray.address={address}" if config.ray.address else f"RAY_ADDRESS={address} (in the environment)"
         raise preflight.PreflightError([
             f"{setting}: no Ray cluster answers there ({error}). Fix: the head's address (`ray status` on a node prints it; "
             "ray.address=auto on a node of the cluster), or ray.address=local for a Ray of this run's own"
@@ -112,12 +115,12 @@ def _join_and_check(config: Dict[str, Any], location: Location) -> None:
         raise preflight.PreflightError(problems)
 
 
-def _run_checked(config, location: Location, reader, outputs_root: Path, parent_run_id, tags, resume: bool, force: bool) -> RunOutcome:
+def _run_checked(config: RunConfig, location: Location, reader, outputs_root: Path, parent_run_id, tags, resume: bool, force: bool) -> RunOutcome:
     scan, problems = _scan_input(config, reader)
-    tracking_problem = tracking.probe(config["tracking"], outputs_root) if config["tracking"]["enabled"] else None
+    tracking_problem = tracking.probe(config.tracking, outputs_root) if config.tracking.enabled else None
     model, lengths = _locate_and_check_lengths(config, reader, problems)
-    if config["dry_run"]:
-        uri = tracking.resolve_uri(config["tracking"], outputs_root) if config["tracking"]["enabled"] else None
+    if config.dry_run:
+        uri = tracking.resolve_uri(config.tracking, outputs_root) if config.tracking.enabled else None
         print(plan.describe(config, model, scan, lengths, location, uri), flush=True)
         return RunOutcome(location=location)
     manifest = _open_run_state(config, location, reader, scan, resume, force)
@@ -130,7 +133,7 @@ def _run_checked(config, location: Location, reader, outputs_root: Path, parent_
     if tracking_problem:
         log.warning("%s: the run goes on and writes its results; logging will be skipped", tracking_problem)
     balanced = _execute(config, model, location, reader, scan, manifest, outcome, outputs_root)
-    if config["tracking"]["enabled"]:
+    if config.tracking.enabled:
         _track(config, location, outputs_root, parent_run_id, tags, tracking_problem, outcome)
     if not balanced:
         raise RunIncomplete(
@@ -140,7 +143,7 @@ def _run_checked(config, location: Location, reader, outputs_root: Path, parent_
     return outcome
 
 
-def _scan_input(config: Dict[str, Any], reader):
+def _scan_input(config: RunConfig, reader):
     """One streamed pass over the input before anything starts: rows, bad lines, duplicate
     ids. Returns the scan and the problems that stop the run (reported with the length check's)."""
     started = time.time()
@@ -152,23 +155,24 @@ def _scan_input(config: Dict[str, Any], reader):
     duplicates = scan.duplicate_problem()
     if duplicates:
         problems.append(duplicates)
-    if scan.bad_rows and config["errors"]["on_row_error"] == "fail":
+    if scan.bad_rows and config.errors.on_row_error == OnRowError.fail:
         shown = "; ".join(row.message for row in scan.bad_rows[:5])
         problems.append(f"{len(scan.bad_rows)} input row(s) cannot run: {shown}. Fix the data, or set errors.on_row_error=continue to record them in failed/")
     log.info("input: %d row(s) in %d chunk(s), scanned in %.1f s", scan.rows, len(scan.chunks), time.time() - started)
     return scan, problems
 
 
-def _open_run_state(config, location: Location, reader, scan, resume: bool, force: bool) -> run_state.Manifest:
-    redacted = redaction.redact(config)
+def _open_run_state(config: RunConfig, location: Location, reader, scan, resume: bool, force: bool) -> run_state.Manifest:
+    plain = to_dict(config)
+    redacted = redaction.redact(plain)
     fingerprint = reader.fingerprint()
-    id_column = readers.id_column(config["dataset"])
+    id_column = readers.id_column(config.dataset)
     if not resume:
         manifest = run_state.Manifest(config=redacted, input=fingerprint, id_column=id_column)
         # The manifest first: a run folder without one is not a run, and a resume rebuilds a
         # missing config.yaml from it.
         run_state.save(location, manifest)
-        save_config(config, location)
+        save_config(plain, location)
         log.info("run state at %s (resume a killed run with: %s)", location, resume_command(location))
         faults.reached("manifest_written")
         return manifest
@@ -179,18 +183,18 @@ def _open_run_state(config, location: Location, reader, scan, resume: bool, forc
     if accepted:
         log.warning("resuming with config changes that do not alter outputs: %s", "; ".join(accepted))
         manifest.config = redacted
-        save_config(config, location)
+        save_config(plain, location)
         run_state.save(location, manifest)
     return manifest
 
 
-def _locate_and_check_lengths(config: Dict[str, Any], reader, problems):
+def _locate_and_check_lengths(config: RunConfig, reader, problems):
     """Resolve the model and measure the first prompts; raise every problem found so far."""
-    location = models.locate(config["model"])
-    log.info("model %s loads from %s %s", config["model"]["name"], location.source, location.note)
-    lengths = preflight.measure_prompt_lengths(config, location.source, reader.head(int(config["errors"]["length_check_rows"])))
+    location = models.locate(config.model)
+    log.info("model %s loads from %s %s", config.model.name, location.source, location.note)
+    lengths = preflight.measure_prompt_lengths(config, location.source, reader.head(config.errors.length_check_rows))
     too_long = lengths.problem if lengths else None
-    if too_long and config["errors"]["on_row_error"] == "fail":
+    if too_long and config.errors.on_row_error == OnRowError.fail:
         problems = problems + [too_long]
     elif too_long:
         log.warning("%s", too_long)
@@ -199,10 +203,10 @@ def _locate_and_check_lengths(config: Dict[str, Any], reader, problems):
     return location, lengths
 
 
-def _execute(config, model: models.ModelLocation, location: Location, reader, scan, manifest, outcome: RunOutcome, outputs_root: Path) -> bool:
+def _execute(config: RunConfig, model: models.ModelLocation, location: Location, reader, scan, manifest, outcome: RunOutcome, outputs_root: Path) -> bool:
     """Run the rows not yet done, account for every row, write the figures, seal the run."""
     id_column = manifest.id_column
-    n = int(config["prompt"]["n"])
+    n = config.prompt.n
     done_keys = run_state.finished_ids(location, id_column)
     done, partly_done = samples.split_done(done_keys, n)
     to_run = sum(n - len(partly_done.get(row_id, ())) for chunk in scan.chunks for row_id in chunk.ids if row_id not in done)
@@ -233,7 +237,7 @@ def _execute(config, model: models.ModelLocation, location: Location, reader, sc
     if measured:
         last = measured[-1]
         outcome.metrics.update(
-            metrics.compute(location.child(run_state.RESULTS), last["started_at"], last["finished_at"], config["hw"], int(config["processor"]["concurrency"]))
+            metrics.compute(location.child(run_state.RESULTS), last["started_at"], last["finished_at"], config.hw, config.processor.concurrency)
         )
     outcome.counts = counts.as_dict()
     outcome.metrics.update(outcome.counts, attempts=len(manifest.attempts))
@@ -242,7 +246,7 @@ def _execute(config, model: models.ModelLocation, location: Location, reader, sc
     figures = {
         "status": run_state.FINISHED if counts.balanced else run_state.RUNNING,
         "metrics": outcome.metrics,
-        "prompt_columns": list(prompt.column_map(config["prompt"]).values()),
+        "prompt_columns": list(prompt.column_map(config.prompt).values()),
     }
     if measured and measured[-1].get("engine"):
         figures["engine"] = measured[-1]["engine"]  # which engine the figures were measured on
@@ -256,14 +260,14 @@ def _execute(config, model: models.ModelLocation, location: Location, reader, sc
     return counts.balanced
 
 
-def _track(config, location: Location, outputs_root: Path, parent_run_id, tags, tracking_problem, outcome: RunOutcome) -> None:
+def _track(config: RunConfig, location: Location, outputs_root: Path, parent_run_id, tags, tracking_problem, outcome: RunOutcome) -> None:
     relog = f"python -m runner.track {location}"
     if tracking_problem:
         outcome.tracking_error = tracking_problem
     else:
         try:
             outcome.mlflow_run_id = tracking.log_run_folder(location, outputs_root, parent_run_id, tags)
-            uri = outcome.tracking_uri = tracking.resolve_uri(config["tracking"], outputs_root)
+            uri = outcome.tracking_uri = tracking.resolve_uri(config.tracking, outputs_root)
             opened = "" if uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {uri}, then "
             log.info("MLflow run %s at %s; see it with: %s%s", outcome.mlflow_run_id, uri, opened, tracking.run_link(outcome.mlflow_run_id, uri))
             return

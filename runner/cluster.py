@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
 from runner import models, ray_fixes, storage
+from runner.schema import HardwareConfig, ModelSource, ModelWeights, RayConfig, RunConfig
 from runner.storage import Location
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,9 @@ class Cluster:
                 total[name] = total.get(name, 0.0) + amount
         return total
 
-    def multi_node(self, cfg: Mapping[str, Any]) -> bool:
+    def multi_node(self, cfg: RunConfig) -> bool:
         """Whether work may run on a node other than the driver's (now, or once it autoscales)."""
-        return len(self.nodes) > 1 or bool(cfg["ray"].get("autoscaling"))
+        return len(self.nodes) > 1 or cfg.ray.autoscaling
 
 
 _current: Optional[Cluster] = None
@@ -70,21 +71,21 @@ def current() -> Optional[Cluster]:
     return _current
 
 
-def target(ray_cfg: Mapping[str, Any], environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+def target(ray_cfg: RayConfig, environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
     """The address of an existing cluster this run joins, or None where it starts its own Ray."""
     environ = os.environ if environ is None else environ
-    address = ray_cfg.get("address") or environ.get("RAY_ADDRESS") or None
+    address = ray_cfg.address or environ.get("RAY_ADDRESS") or None
     if not address or str(address).strip().lower() == LOCAL:
         return None
     return str(address).strip()
 
 
-def address_problems(cfg: Mapping[str, Any], environ: Optional[Mapping[str, str]] = None) -> List[str]:
+def address_problems(cfg: RunConfig, environ: Optional[Mapping[str, str]] = None) -> List[str]:
     """Addresses this runner cannot join, found before anything starts."""
-    address = target(cfg["ray"], environ)
+    address = target(cfg.ray, environ)
     if not address or not address.startswith("ray://"):
         return []
-    setting = f"ray.address={address}" if cfg["ray"].get("address") else f"RAY_ADDRESS={address} (in the environment)"
+    setting = f"ray.address={address}" if cfg.ray.address else f"RAY_ADDRESS={address} (in the environment)"
     return [
         f"{setting} is a Ray Client address: the runner's driver streams results from the engines to storage and "
         f"waits on them for hours, which Ray Client does not carry reliably. Fix: {JOB_SUBMIT_FIX}"
@@ -149,12 +150,12 @@ def _inside(path: Path, folder: Path) -> bool:
         return False
 
 
-def connect(cfg: Mapping[str, Any], env: Mapping[str, str]) -> Cluster:
+def connect(cfg: RunConfig, env: Mapping[str, str]) -> Cluster:
     """Join the cluster `target` names; cheap (no process starts here). Raises ConnectionError."""
     import ray
 
     global _current
-    address = target(cfg["ray"])
+    address = target(cfg.ray)
     if address is None:
         raise ValueError("connect() is for joining a cluster; ray.address/RAY_ADDRESS name none")
     runtime_env = driver_runtime_env(env, job_runtime_env())
@@ -230,11 +231,11 @@ def _end_own_actors(grace_s: float) -> None:
 # ------------------------------------------------------------------ checks once joined
 
 
-def check(cfg: Mapping[str, Any], cluster: Cluster, location: Location) -> List[str]:
+def check(cfg: RunConfig, cluster: Cluster, location: Location) -> List[str]:
     """What would stop the run on this cluster, found before any work: each problem names
     the setting and the fix."""
     problems = resource_problems(cfg, cluster)
-    if cfg["ray"].get("autoscaling") and problems:
+    if cfg.ray.autoscaling and problems:
         for problem in problems:
             log.warning("%s (ray.autoscaling=true: waiting for the cluster to add them, up to ray.engine_start_timeout_s)", problem)
         problems = []
@@ -248,13 +249,13 @@ def _autoscaling_hint() -> str:
     return "; if the cluster adds such nodes on demand, set ray.autoscaling=true"
 
 
-def resource_problems(cfg: Mapping[str, Any], cluster: Cluster) -> List[str]:
+def resource_problems(cfg: RunConfig, cluster: Cluster) -> List[str]:
     """Engine replicas the cluster could never place: Ray would wait for them forever."""
-    hw, replicas = cfg["hw"], int(cfg["processor"]["concurrency"])
+    hw, replicas = cfg.hw, cfg.processor.concurrency
     nodes = [n["Resources"] for n in cluster.nodes]
     where = f"the cluster at {cluster.address}"
-    if hw["gpus_per_replica"]:
-        per_replica, wanted = int(hw["gpus_per_replica"]), hw["accelerator_type"]
+    if hw.gpus_per_replica:
+        per_replica, wanted = hw.gpus_per_replica, hw.accelerator_type
         types = sorted({k.split(":", 1)[1] for r in nodes for k in r if k.startswith("accelerator_type:")})
         any_gpus = any(r.get("GPU") for r in nodes)
         if wanted and wanted not in types:
@@ -265,14 +266,14 @@ def resource_problems(cfg: Mapping[str, Any], cluster: Cluster) -> List[str]:
             else:
                 have, fix = "no GPUs", "hw=cpu"
             return [
-                f"hw.accelerator_type={wanted} (hw={hw['name']}), but {where} has {have}, so Ray would never place the "
+                f"hw.accelerator_type={wanted} (hw={hw.name}), but {where} has {have}, so Ray would never place the "
                 f"engine. Fix: {fix}, or join a cluster with {wanted} GPUs{_autoscaling_hint()}"
             ]
         gpus = int(sum(r.get("GPU", 0) for r in nodes if not wanted or f"accelerator_type:{wanted}" in r))
         kind = f"{wanted} " if wanted else ""
         if gpus < per_replica:
             return [
-                f"hw={hw['name']} asks for {per_replica} {kind}GPU(s) per replica, but {where} has {gpus}. "
+                f"hw={hw.name} asks for {per_replica} {kind}GPU(s) per replica, but {where} has {gpus}. "
                 f"Fix: hw=cpu, or join a cluster with such GPUs{_autoscaling_hint()}"
             ]
         if gpus < per_replica * replicas:
@@ -281,7 +282,7 @@ def resource_problems(cfg: Mapping[str, Any], cluster: Cluster) -> List[str]:
                 f"{kind}GPUs, but {where} has {gpus}. Fix: processor.concurrency={gpus // per_replica}{_autoscaling_hint()}"
             ]
         return []
-    per_replica = float(hw["cpus_per_replica"])
+    per_replica = hw.cpus_per_replica
     # A replica's CPUs are one bundle: they must all be on one node.
     fits = sum(int(r.get("CPU", 0) // per_replica) for r in nodes)
     most = max((r.get("CPU", 0) for r in nodes), default=0)
@@ -298,8 +299,8 @@ def resource_problems(cfg: Mapping[str, Any], cluster: Cluster) -> List[str]:
     return []
 
 
-def location_problems(cfg: Mapping[str, Any], cluster: Cluster, location: Location) -> List[str]:
-    if not location.is_local or cfg["output"].get("shared_mount"):
+def location_problems(cfg: RunConfig, cluster: Cluster, location: Location) -> List[str]:
+    if not location.is_local or cfg.output.shared_mount:
         return []
     nodes = f"{len(cluster.nodes)} nodes" if len(cluster.nodes) > 1 else "nodes added on demand (ray.autoscaling=true)"
     return [
@@ -310,17 +311,17 @@ def location_problems(cfg: Mapping[str, Any], cluster: Cluster, location: Locati
     ]
 
 
-def model_problems(cfg: Mapping[str, Any], cluster: Cluster) -> List[str]:
+def model_problems(cfg: RunConfig, cluster: Cluster) -> List[str]:
     """A model folder given by a local path must be at that path on every node that may load it."""
-    model = cfg["model"]
-    if model["source"] != "local" or model["weights"] != "real" or models.is_remote(str(model["path"])):
+    model = cfg.model
+    if model.source != ModelSource.local or model.weights != ModelWeights.real or models.is_remote(model.path):
         return []
-    path = str(Path(model["path"]).expanduser())
+    path = str(Path(model.path).expanduser())
     missing = nodes_lacking(os.path.join(path, "config.json"), cluster)
     if not missing:
         return []
     return [
-        f"model.path={model['path']!r} is a folder the engines load where they run, and it is missing on node(s) "
+        f"model.path={model.path!r} is a folder the engines load where they run, and it is missing on node(s) "
         f"{', '.join(missing)}. Fix: put it at that path on every node, or upload it and set model.path=s3://<bucket>/<folder> "
         "(the engines fetch it)"
     ]
@@ -345,17 +346,17 @@ def nodes_lacking(path: str, cluster: Cluster) -> List[str]:
 # ------------------------------------------------------------------ per-node set-up
 
 
-def models_root(cfg: Mapping[str, Any], outputs_root: Path) -> Location:
+def models_root(cfg: RunConfig, outputs_root: Path) -> Location:
     """Where published models live: beside the runs, under output.uri (or outputs/ on a shared mount)."""
-    return storage.resolve(cfg["output"]["uri"] or str(outputs_root)).child(MODELS_FOLDER)
+    return storage.resolve(cfg.output.uri or str(outputs_root)).child(MODELS_FOLDER)
 
 
-def needs_publishing(cfg: Mapping[str, Any], model_source: str) -> bool:
+def needs_publishing(cfg: RunConfig, model_source: str) -> bool:
     """A model the driver converted or assembled (embedded, dummy weights) exists only on its disk."""
     cluster = current()
     if cluster is None or not cluster.multi_node(cfg) or models.is_remote(model_source):
         return False
-    return cfg["model"]["source"] == "embedded" or cfg["model"]["weights"] == "dummy"
+    return cfg.model.source == ModelSource.embedded or cfg.model.weights == ModelWeights.dummy
 
 
 def publish_model(folder: str, root: Location) -> str:
@@ -402,14 +403,14 @@ def read_args(reader, num_cpus: float) -> Dict[str, Any]:
     return args
 
 
-def replica_needs(hw: Mapping[str, Any]) -> Dict[str, float]:
+def replica_needs(hw: HardwareConfig) -> Dict[str, float]:
     """What one engine replica asks Ray for (runner.pipeline.processor_config's bundles)."""
-    if hw["gpus_per_replica"]:
-        needs = {"GPU": float(hw["gpus_per_replica"]), "CPU": float(hw["gpus_per_replica"])}
-        if hw["accelerator_type"]:
-            needs[f"accelerator_type:{hw['accelerator_type']}"] = 0.001
+    if hw.gpus_per_replica:
+        needs = {"GPU": hw.gpus_per_replica, "CPU": hw.gpus_per_replica}
+        if hw.accelerator_type:
+            needs[f"accelerator_type:{hw.accelerator_type}"] = 0.001
         return needs
-    return {"CPU": float(hw["cpus_per_replica"])}
+    return {"CPU": hw.cpus_per_replica}
 
 
 def _holds(resources: Mapping[str, float], needs: Mapping[str, float]) -> bool:
@@ -421,15 +422,15 @@ def _words(resources: Mapping[str, float]) -> str:
     return ", ".join(f"{k} {v:g}" for k, v in sorted(shown.items())) or "none"
 
 
-def unplaced_engines(cfg: Mapping[str, Any]) -> str:
+def unplaced_engines(cfg: RunConfig) -> str:
     """Why the run's actors did not start, in words, from what each node has in all and what
     is free now (Ray Data has ended the actors and their placement groups by then)."""
     import ray
 
-    hw, replicas = cfg["hw"], int(cfg["processor"]["concurrency"])
+    hw, replicas = cfg.hw, cfg.processor.concurrency
     needs = replica_needs(hw)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    per_replica = f"{_words(needs)}{' of type ' + hw['accelerator_type'] if hw['gpus_per_replica'] and hw['accelerator_type'] else ''}"
+    per_replica = f"{_words(needs)}{' of type ' + hw.accelerator_type if hw.gpus_per_replica and hw.accelerator_type else ''}"
     if not any(_holds(n["Resources"], needs) for n in nodes):
         largest = max((n["Resources"] for n in nodes), key=lambda r: (r.get("GPU", 0), r.get("CPU", 0)), default={})
         return (

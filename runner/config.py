@@ -3,14 +3,16 @@ overrides compose to (for the bench, the tests and any other tool), and the conf
 plain data.
 
     cfg = config.compose(["model=llama31_8b", "hw=l4"])     # a DictConfig typed by runner.schema
-    plain = config.to_dict(cfg)                              # dicts, lists and plain strings
+    run = config.to_object(cfg)                              # a schema.RunConfig: what app.run and below take
+    plain = config.to_dict(run)                              # dicts, lists and plain strings (or of cfg)
     cfg = config.typed(plain, ["ray.address=auto"])           # plain data (a saved run's) typed again
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any, Dict, Mapping, Sequence
+from typing import Any, Dict, Mapping, Sequence, Union
 
 from hydra import compose as hydra_compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
@@ -33,10 +35,23 @@ def compose(overrides: Sequence[str] = (), return_hydra_config: bool = False) ->
         return hydra_compose(config_name=CONFIG_NAME, overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
-def to_dict(cfg: DictConfig) -> Dict[str, Any]:
-    """The resolved config as plain data, each choice (runner.schema.Choice) as its string:
-    what yaml.safe_dump, JSON, MLflow params and a run's manifest can hold, and what a later
-    runner reads back."""
+def to_object(cfg: DictConfig) -> schema.RunConfig:
+    """The composed (or typed) config as runner.schema's dataclasses, each choice an Enum
+    member: what app.run and everything below it read. Raises schema.UnknownKeyError for keys
+    the schema does not know (forced in with `+`), ConfigError for a value left unset."""
+    schema.check_keys(cfg)
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as error:
+        raise ConfigError(f"the config cannot be read: {error}") from None
+
+
+def to_dict(cfg: Union[DictConfig, schema.RunConfig]) -> Dict[str, Any]:
+    """The resolved config (a DictConfig or a RunConfig) as plain data, each choice
+    (runner.schema.Choice) as its string: what yaml.safe_dump, JSON, MLflow params and a run's
+    manifest can hold, and what a later runner reads back. The one place plain data is made."""
+    if dataclasses.is_dataclass(cfg):
+        cfg = OmegaConf.structured(cfg)
     return OmegaConf.to_container(cfg, resolve=True, enum_to_str=True)
 
 

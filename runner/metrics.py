@@ -7,12 +7,15 @@ the first request reaching the engine marks the end of start-up.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping
+from typing import TYPE_CHECKING, Dict
 
 import numpy as np
 
 from runner import quality, result_files
 from runner.errors import RunnerError
+
+if TYPE_CHECKING:
+    from runner.schema import HardwareConfig
 
 TIMING_COLUMNS = ["num_input_tokens", "num_generated_tokens", "latency_s", "ttft_s", "finished_at"]
 
@@ -66,7 +69,7 @@ def _percentiles(values: np.ndarray, prefix: str) -> Dict[str, float]:
     }
 
 
-def compute(results, started_at: float, finished_at: float, hw: Mapping[str, Any], replicas: int) -> Dict[str, float]:
+def compute(results, started_at: float, finished_at: float, hw: HardwareConfig, replicas: int) -> Dict[str, float]:
     """Figures of one pipeline attempt (started_at..finished_at) from the results Location."""
     rows = input_tokens = output_tokens = 0
     latencies, ttfts = [], []
@@ -116,9 +119,9 @@ def compute(results, started_at: float, finished_at: float, hw: Mapping[str, Any
     return figures
 
 
-def cost(hw: Mapping[str, Any], replicas: int, wall_s: float, rows: int, output_tokens: int) -> Dict[str, float]:
+def cost(hw: HardwareConfig, replicas: int, wall_s: float, rows: int, output_tokens: int) -> Dict[str, float]:
     """Cost of the run's wall time on `replicas` copies of the hw option's hardware."""
-    usd = float(hw["price_per_hour"]) * replicas * wall_s / 3600.0
+    usd = hw.price_per_hour * replicas * wall_s / 3600.0
     figures = {"cost_usd": usd}
     if output_tokens:
         figures["cost_per_1m_output_tokens_usd"] = usd / output_tokens * 1e6

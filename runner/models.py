@@ -8,10 +8,11 @@ import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Mapping, Optional
+from typing import List, Optional
 from urllib.parse import urlparse
 
 from runner import embedded_model, storage
+from runner.schema import ModelConfig, ModelSource, ModelWeights
 
 log = logging.getLogger(__name__)
 
@@ -32,30 +33,30 @@ class ModelLocation:
     note: str = ""
 
 
-def check(model: Mapping[str, Any]) -> List[str]:
+def check(model: ModelConfig) -> List[str]:
     """Problems that would stop the model from loading, found without loading it."""
-    source = model["source"]
-    if model["weights"] == "dummy":
-        if not (SHIPPED_CONFIGS / model["name"] / "config.json").is_file():
+    source = model.source
+    if model.weights == ModelWeights.dummy:
+        if not (SHIPPED_CONFIGS / model.name / "config.json").is_file():
             shipped = sorted(p.name for p in SHIPPED_CONFIGS.iterdir() if (p / "config.json").is_file())
             return [
-                f"model.weights=dummy: no config.json is shipped for model.name={model['name']!r} "
-                f"(shipped: {', '.join(shipped)}). Fix: add runner/assets/models/{model['name']}/config.json"
+                f"model.weights=dummy: no config.json is shipped for model.name={model.name!r} "
+                f"(shipped: {', '.join(shipped)}). Fix: add runner/assets/models/{model.name}/config.json"
             ]
         return []
-    if source == "embedded":
+    if source == ModelSource.embedded:
         try:
             embedded_model.find_gguf_file()
         except FileNotFoundError as error:
             return [str(error)]
         return []
-    if source == "local":
-        if is_remote(str(model["path"])):
-            return _check_remote(str(model["path"]))
-        if not (Path(model["path"]).expanduser() / "config.json").is_file():
-            return [f"model.path={model['path']!r}: no config.json there. Fix: point model.path at a Hugging Face model folder"]
+    if source == ModelSource.local:
+        if is_remote(model.path):
+            return _check_remote(model.path)
+        if not (Path(model.path).expanduser() / "config.json").is_file():
+            return [f"model.path={model.path!r}: no config.json there. Fix: point model.path at a Hugging Face model folder"]
         return []
-    return _check_hub(model["path"], model.get("revision"))
+    return _check_hub(model.path, model.revision)
 
 
 def is_remote(path: str) -> bool:
@@ -97,17 +98,17 @@ def _check_hub(repo_id: str, revision: Optional[str]) -> List[str]:
     return []
 
 
-def locate(model: Mapping[str, Any]) -> ModelLocation:
+def locate(model: ModelConfig) -> ModelLocation:
     """Resolve the model to what the engine loads; converts the embedded model on first use."""
-    if model["weights"] == "dummy":
-        return ModelLocation(str(_dummy_folder(model["name"])), "dummy", "random weights from the shipped config.json")
-    if model["source"] == "embedded":
-        return ModelLocation(str(embedded_model.ensure_converted(model["path"])))
-    if model["source"] == "local":
-        if is_remote(str(model["path"])):
-            return ModelLocation(str(model["path"]).rstrip("/"), note="(fetched by each engine where it runs)")
-        return ModelLocation(str(Path(model["path"]).expanduser().resolve()))
-    return ModelLocation(model["path"])
+    if model.weights == ModelWeights.dummy:
+        return ModelLocation(str(_dummy_folder(model.name)), "dummy", "random weights from the shipped config.json")
+    if model.source == ModelSource.embedded:
+        return ModelLocation(str(embedded_model.ensure_converted(model.path)))
+    if model.source == ModelSource.local:
+        if is_remote(model.path):
+            return ModelLocation(model.path.rstrip("/"), note="(fetched by each engine where it runs)")
+        return ModelLocation(str(Path(model.path).expanduser().resolve()))
+    return ModelLocation(model.path)
 
 
 def _dummy_folder(name: str) -> Path:

@@ -14,6 +14,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from runner import quality, structured
 from runner.results import ERROR_COLUMN, GENERATION_COLUMNS
+from runner.schema import RunConfig
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,11 @@ def _arrow_type(kind: str):
     return {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64(), "bool": pa.bool_(), structured.JSON_TEXT: pa.string()}[kind]
 
 
-def from_config(config: Mapping[str, Any]) -> RowOutputs:
+def from_config(config: RunConfig) -> RowOutputs:
     """Raises structured.StructuredConfigError naming the key and the fix."""
-    prompt_cfg = config["prompt"]
+    prompt_cfg = config.prompt
     spec = structured.spec(prompt_cfg)
-    score_field = prompt_cfg.get("score_field")
+    score_field = prompt_cfg.score_field
     if score_field:
         if spec is None or spec.schema is None:
             raise structured.StructuredConfigError(
@@ -104,12 +105,12 @@ def from_config(config: Mapping[str, Any]) -> RowOutputs:
                 f"Fix: one of {', '.join(strings) or '(none: add a string field)'}"
             )
     return RowOutputs(
-        spec=spec, reference_column=config["dataset"].get("reference_column") or None,
-        score_field=score_field or None, max_tokens=int(prompt_cfg["max_tokens"]),
+        spec=spec, reference_column=config.dataset.reference_column or None,
+        score_field=score_field or None, max_tokens=prompt_cfg.max_tokens,
     )
 
 
-def config_problems(config: Mapping[str, Any]) -> List[str]:
+def config_problems(config: RunConfig) -> List[str]:
     """What from_config would refuse, as a list (for the checks before the run)."""
     try:
         from_config(config)

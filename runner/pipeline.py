@@ -9,6 +9,7 @@ Results stream from the engine to files in the run folder; nothing is collected 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import importlib.abc
 import logging
@@ -18,10 +19,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Optional
 
 from runner import cluster, engine_server, faults, outputs, prompt, ray_fixes, readers, redaction, results, run_state, samples, structured, warm_engine
 from runner.models import ModelLocation
+from runner.schema import OnRowError, OutputFormat, PromptConfig, RunConfig
 from runner.storage import Location
 
 log = logging.getLogger(__name__)
@@ -48,24 +50,24 @@ class PipelineRun:
     engine: Dict[str, Any] = field(default_factory=dict)
 
 
-def engine_kwargs(cfg: Mapping[str, Any], location: ModelLocation) -> Dict[str, Any]:
+def engine_kwargs(cfg: RunConfig, location: ModelLocation) -> Dict[str, Any]:
     """vLLM EngineArgs from the engine group, unset ones left to vLLM."""
-    engine = dict(cfg["engine"])
+    engine = dataclasses.asdict(cfg.engine)
     extra = dict(engine.pop("extra") or {})
     kwargs = {k: v for k, v in engine.items() if v is not None}
     kwargs.update(extra)
     if location.load_format:
         kwargs["load_format"] = location.load_format
-    if cfg["model"].get("revision"):
-        kwargs["revision"] = cfg["model"]["revision"]
-    if cfg["model"].get("tokenizer"):
-        kwargs["tokenizer"] = cfg["model"]["tokenizer"]
-    if cfg["model"].get("trust_remote_code"):
+    if cfg.model.revision:
+        kwargs["revision"] = cfg.model.revision
+    if cfg.model.tokenizer:
+        kwargs["tokenizer"] = cfg.model.tokenizer
+    if cfg.model.trust_remote_code:
         kwargs["trust_remote_code"] = True
     return kwargs
 
 
-def worker_env(cfg: Mapping[str, Any], hub_token: Optional[str] = None) -> Dict[str, str]:
+def worker_env(cfg: RunConfig, hub_token: Optional[str] = None) -> Dict[str, str]:
     """What Ray hands the workers through runtime_env: hw.env's settings, never a secret.
 
     Ray writes every runtime_env variable, value included, into its session logs
@@ -73,17 +75,17 @@ def worker_env(cfg: Mapping[str, Any], hub_token: Optional[str] = None) -> Dict[
     local Ray's workers inherit the driver's environment, HF_TOKEN and storage credentials
     included, and a cluster's nodes need them set there (README, Secrets).
     """
-    return {str(k): str(v) for k, v in (cfg["hw"]["env"] or {}).items() if not redaction.is_secret_name(str(k))}
+    return {str(k): str(v) for k, v in (cfg.hw.env or {}).items() if not redaction.is_secret_name(str(k))}
 
 
-def start_ray(cfg: Mapping[str, Any], env: Dict[str, str]) -> None:
+def start_ray(cfg: RunConfig, env: Dict[str, str]) -> None:
     """Join the cluster ray.address or RAY_ADDRESS names (runner.cluster), else start a local Ray."""
     import ray
 
     if ray.is_initialized():
         return
     ray_fixes.install()
-    if cluster.target(cfg["ray"]):
+    if cluster.target(cfg.ray):
         cluster.connect(cfg, env)
         return
     # "local" overrides a RAY_ADDRESS in the environment. Ray adds the setup hook's variable to
@@ -92,13 +94,13 @@ def start_ray(cfg: Mapping[str, Any], env: Dict[str, str]) -> None:
     runtime_env = {"env_vars": dict(env), "worker_process_setup_hook": ray_fixes.SETUP_HOOK}
     kwargs: Dict[str, Any] = {"address": "local", "runtime_env": runtime_env, "log_to_driver": True}
     # The dashboard's processes start beside the engine and take CPU it needs to start.
-    kwargs["include_dashboard"] = bool(cfg["ray"]["dashboard"])
-    if cfg["ray"].get("num_cpus"):
-        kwargs["num_cpus"] = int(cfg["ray"]["num_cpus"])
+    kwargs["include_dashboard"] = cfg.ray.dashboard
+    if cfg.ray.num_cpus:
+        kwargs["num_cpus"] = cfg.ray.num_cpus
     ray.init(**kwargs)
 
 
-def configure_data_context(cfg: Mapping[str, Any]) -> None:
+def configure_data_context(cfg: RunConfig) -> None:
     """Ray Data settings of the run, on the driver's current DataContext."""
     import warnings
 
@@ -111,8 +113,8 @@ def configure_data_context(cfg: Mapping[str, Any]) -> None:
     # them all (up to 2 x max_concurrent_batches in flight): with processor.concurrency=2
     # on two nodes both batches of a 32-row job went to one. The same wait bounds a run
     # whose engines can never be placed, which Ray would otherwise wait on forever.
-    context.wait_for_min_actors_s = int(cfg["ray"]["engine_start_timeout_s"])
-    if int(cfg["processor"]["concurrency"]) > 1:
+    context.wait_for_min_actors_s = cfg.ray.engine_start_timeout_s
+    if cfg.processor.concurrency > 1:
         # Locality sends a block to the replica on the node that holds it until that one is
         # full; rows are small next to generating from them, so the least busy replica wins.
         with warnings.catch_warnings():
@@ -123,19 +125,19 @@ def configure_data_context(cfg: Mapping[str, Any]) -> None:
 ROW_ERROR = "__runner_error__"
 
 
-def _placeholder_request(prompt_cfg: Dict[str, Any]) -> Dict[str, Any]:
+def _placeholder_request(prompt_cfg: PromptConfig) -> Dict[str, Any]:
     """What a row that cannot become a prompt sends to the engine: one token of work, so the
     row still flows through the single streaming pass and is accounted for at the end.
     Same fields and types as a real request, since rows share one Arrow schema per block."""
     request: Dict[str, Any] = {"sampling_params": {**prompt.sampling_params(prompt_cfg), "max_tokens": 1}}
-    if prompt_cfg["chat_template"]:
+    if prompt_cfg.chat_template:
         request["messages"] = [{"role": "user", "content": "."}]
     else:
         request["prompt"] = "."
     return request
 
 
-def _preprocess(row: Dict[str, Any], prompt_cfg: Dict[str, Any], columns: Dict[str, str], id_column: str, fail_fast: bool) -> Dict[str, Any]:
+def _preprocess(row: Dict[str, Any], prompt_cfg: PromptConfig, columns: Dict[str, str], id_column: str, fail_fast: bool) -> Dict[str, Any]:
     request = _request_row(row, prompt_cfg, columns, id_column, fail_fast)
     if samples.SAMPLE_COLUMN in row:
         # Every row of a sampled run carries a seed (rows share one Arrow schema per block).
@@ -143,7 +145,7 @@ def _preprocess(row: Dict[str, Any], prompt_cfg: Dict[str, Any], columns: Dict[s
     return request
 
 
-def _request_row(row: Dict[str, Any], prompt_cfg: Dict[str, Any], columns: Dict[str, str], id_column: str, fail_fast: bool) -> Dict[str, Any]:
+def _request_row(row: Dict[str, Any], prompt_cfg: PromptConfig, columns: Dict[str, str], id_column: str, fail_fast: bool) -> Dict[str, Any]:
     unreadable = row.get(readers.INPUT_ERROR_COLUMN)
     if unreadable:
         # A line the reader could not turn into a row (bad JSON, bad bytes): the scan already
@@ -208,42 +210,42 @@ def _vllm_kept_off_driver():
         sys.meta_path.remove(finder)
 
 
-def processor_config(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[str, str]):
+def processor_config(cfg: RunConfig, location: ModelLocation, env: Dict[str, str]):
     """Ray Data LLM's processor settings from the hw, processor, engine and errors groups."""
     from ray.data.llm import vLLMEngineProcessorConfig
 
-    hw, proc = cfg["hw"], cfg["processor"]
-    light = {"num_cpus": float(proc["light_stage_num_cpus"])}
-    if hw["gpus_per_replica"]:
-        bundles = [{"GPU": 1, "CPU": 1}] * int(hw["gpus_per_replica"])
+    hw, proc = cfg.hw, cfg.processor
+    light = {"num_cpus": proc.light_stage_num_cpus}
+    if hw.gpus_per_replica:
+        bundles = [{"GPU": 1, "CPU": 1}] * hw.gpus_per_replica
     else:
-        bundles = [{"CPU": float(hw["cpus_per_replica"])}]
+        bundles = [{"CPU": hw.cpus_per_replica}]
     config_kwargs: Dict[str, Any] = dict(
         model_source=location.source,
         engine_kwargs=engine_kwargs(cfg, location),
         runtime_env={"env_vars": env},
-        batch_size=int(proc["batch_size"]),
+        batch_size=proc.batch_size,
         # A bare int n makes Ray Data LLM autoscale the engine pool from 1 to n, and on
         # two H200s the second replica never started in a 2,000-row job: n replicas
         # asked for are n replicas started.
-        concurrency=(int(proc["concurrency"]), int(proc["concurrency"])),
-        accelerator_type=hw["accelerator_type"],
+        concurrency=(proc.concurrency, proc.concurrency),
+        accelerator_type=hw.accelerator_type,
         placement_group_config={"bundles": bundles},
         # Engine metrics go to Ray's Prometheus exporter, which needs ray[serve]'s packages.
         log_engine_metrics=False,
         # A row the engine rejects (e.g. a prompt longer than the context) becomes a
         # failed row instead of stopping the run, unless the run is set to fail fast.
-        should_continue_on_error=cfg["errors"]["on_row_error"] == "continue",
-        chat_template_stage={"enabled": bool(cfg["prompt"]["chat_template"]), **light},
-        tokenize_stage={"enabled": bool(proc["tokenize_stage"]), **light},
-        detokenize_stage={"enabled": bool(proc["detokenize_stage"]), **light},
+        should_continue_on_error=cfg.errors.on_row_error == OnRowError["continue"],
+        chat_template_stage={"enabled": cfg.prompt.chat_template, **light},
+        tokenize_stage={"enabled": proc.tokenize_stage, **light},
+        detokenize_stage={"enabled": proc.detokenize_stage, **light},
     )
-    if proc.get("max_concurrent_batches"):
-        config_kwargs["max_concurrent_batches"] = int(proc["max_concurrent_batches"])
+    if proc.max_concurrent_batches:
+        config_kwargs["max_concurrent_batches"] = proc.max_concurrent_batches
     return vLLMEngineProcessorConfig(**config_kwargs)
 
 
-def serve_processor_config(cfg: Mapping[str, Any], app: str):
+def serve_processor_config(cfg: RunConfig, app: str):
     """Ray Data LLM's processor that sends rows to the shared engine (runner.warm_engine)."""
     from ray.data.llm import ServeDeploymentProcessorConfig
 
@@ -251,37 +253,37 @@ def serve_processor_config(cfg: Mapping[str, Any], app: str):
         deployment_name=warm_engine.DEPLOYMENT,
         app_name=app,
         # Sizes the callers' batches only: the engine's own scheduling was fixed when it started.
-        batch_size=int(cfg["processor"]["batch_size"]),
+        batch_size=cfg.processor.batch_size,
         # One caller actor per engine replica; Serve spreads each caller's requests over them.
-        concurrency=int(cfg["processor"]["concurrency"]),
-        should_continue_on_error=cfg["errors"]["on_row_error"] == "continue",
+        concurrency=cfg.processor.concurrency,
+        should_continue_on_error=cfg.errors.on_row_error == OnRowError["continue"],
     )
 
 
-def _size_callers(cfg: Mapping[str, Any], stage, light: Dict[str, float]) -> None:
+def _size_callers(cfg: RunConfig, stage, light: Dict[str, float]) -> None:
     """The shared engine's callers only await its answers: a light stage's share of a CPU, not
     a whole one. processor.max_concurrent_batches bounds the blocks each caller has in flight,
     as it bounds the batches a job's own engine takes at once."""
     from ray.data import ActorPoolStrategy
 
     stage.map_batches_kwargs.update(light)
-    most = cfg["processor"].get("max_concurrent_batches")
+    most = cfg.processor.max_concurrent_batches
     if most:
-        replicas = int(cfg["processor"]["concurrency"])
-        stage.map_batches_kwargs["compute"] = ActorPoolStrategy(size=replicas, max_tasks_in_flight_per_actor=int(most))
+        replicas = cfg.processor.concurrency
+        stage.map_batches_kwargs["compute"] = ActorPoolStrategy(size=replicas, max_tasks_in_flight_per_actor=most)
 
 
-def build_processor(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[str, str], original_columns: List[str], engine_app: Optional[str] = None):
+def build_processor(cfg: RunConfig, location: ModelLocation, env: Dict[str, str], original_columns: List[str], engine_app: Optional[str] = None):
     """The rows' way to an engine: this job's own (vLLMEngineProcessorConfig), or, with
     `engine_app`, the shared engine's Serve application."""
     from ray.data.llm import build_processor as build
 
-    light = {"num_cpus": float(cfg["processor"]["light_stage_num_cpus"])}
-    prompt_cfg = structured.resolved(cfg["prompt"])
+    light = {"num_cpus": cfg.processor.light_stage_num_cpus}
+    prompt_cfg = structured.resolved(cfg.prompt)
     row_outputs = outputs.from_config(cfg)
     preprocess = functools.partial(
         _serve_request if engine_app else _preprocess, prompt_cfg=prompt_cfg, columns=prompt.column_map(prompt_cfg),
-        id_column=readers.id_column(cfg["dataset"]), fail_fast=cfg["errors"]["on_row_error"] == "fail",
+        id_column=readers.id_column(cfg.dataset), fail_fast=cfg.errors.on_row_error == OnRowError.fail,
     )
     # No processor-level postprocess: Ray Data LLM hands it only the rows that succeeded,
     # and every row, failed ones included, must be shaped and accounted for.
@@ -292,7 +294,7 @@ def build_processor(cfg: Mapping[str, Any], location: ModelLocation, env: Dict[s
         _size_callers(cfg, processor.get_stage_by_name("ServeDeploymentStage"), light)
     postprocess = functools.partial(
         _postprocess, original_columns=original_columns, row_outputs=row_outputs,
-        id_column=readers.id_column(cfg["dataset"]), fail_fast=cfg["errors"]["on_row_error"] == "fail",
+        id_column=readers.id_column(cfg.dataset), fail_fast=cfg.errors.on_row_error == OnRowError.fail,
     )
     if not row_outputs.columns():
         return lambda dataset: processor(dataset).map(postprocess, **light)
@@ -331,7 +333,7 @@ def stop_ray(grace_s: float = 15.0) -> List[int]:
     return [p.pid for p in alive]
 
 
-def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader, scan, done_ids, partly_done=None) -> PipelineRun:
+def run(cfg: RunConfig, model: ModelLocation, location: Location, reader, scan, done_ids, partly_done=None) -> PipelineRun:
     """Run every input row not in done_ids (with prompt.n samples: each sample not in
     partly_done's {id: sample indexes}) and write the results under `location`.
 
@@ -363,12 +365,12 @@ def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader
             engine_app = warm_engine.current().app
         else:
             engine, engine_app = {"id": uuid.uuid4().hex[:8], "mode": "per_job", "started": True}, None
-        light_cpus = float(cfg["processor"]["light_stage_num_cpus"])
+        light_cpus = cfg.processor.light_stage_num_cpus
         dataset = reader.ray_dataset(scan, done_ids, **cluster.read_args(reader, light_cpus))
-        if int(cfg["processor"]["concurrency"]) > 1:
-            dataset = _one_batch_per_block(dataset, int(cfg["processor"]["batch_size"]), light_cpus)
+        if cfg.processor.concurrency > 1:
+            dataset = _one_batch_per_block(dataset, cfg.processor.batch_size, light_cpus)
         original_columns = [name for name in scan.schema.names if name != readers.INPUT_ERROR_COLUMN]
-        n = int(cfg["prompt"]["n"])
+        n = cfg.prompt.n
         if n > 1:
             expand = functools.partial(samples.expand, n=n, id_column=scan.id_column, partial=partly_done or {})
             dataset = dataset.flat_map(expand, num_cpus=light_cpus)
@@ -380,14 +382,14 @@ def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader
         results = location.child(run_state.RESULTS)
         try:
             with _kill_point_after_results(results):
-                if cfg["output"]["format"] == "jsonl":
+                if cfg.output.format == OutputFormat.jsonl:
                     out.write_json(results.path, filesystem=results.fs)
                 else:
                     out.write_parquet(results.path, filesystem=results.fs)
         except GetTimeoutError:
             # Ray Data's wait for its actors (configure_data_context), the engine's among them.
             raise EngineNotReady(
-                f"the run's actors did not start within ray.engine_start_timeout_s={cfg['ray']['engine_start_timeout_s']} s: "
+                f"the run's actors did not start within ray.engine_start_timeout_s={cfg.ray.engine_start_timeout_s} s: "
                 f"{cluster.unplaced_engines(cfg)}"
             ) from None
         ended = "finished"
@@ -408,12 +410,12 @@ def run(cfg: Mapping[str, Any], model: ModelLocation, location: Location, reader
 _ray_settings: Optional[str] = None
 
 
-def _restart_if_ray_settings_changed(cfg: Mapping[str, Any], env: Dict[str, str]) -> None:
+def _restart_if_ray_settings_changed(cfg: RunConfig, env: Dict[str, str]) -> None:
     """A sweep's jobs share one local Ray; one whose Ray settings differ gets a fresh one."""
     import ray
 
     global _ray_settings
-    wanted = repr((cfg["ray"].get("num_cpus"), bool(cfg["ray"]["dashboard"]), sorted(env.items())))
+    wanted = repr((cfg.ray.num_cpus, cfg.ray.dashboard, sorted(env.items())))
     if ray.is_initialized() and _ray_settings != wanted:
         log.info("this job's Ray settings differ from the running Ray's: restarting it")
         warm_engine.shutdown()

@@ -8,6 +8,7 @@ from typing import Any, Callable, List, Mapping, Optional
 
 from runner import cluster, gpus, models, outputs, prompt, readers, redaction, run_state, schema, storage, warm_engine
 from runner.errors import RunnerError
+from runner.schema import DatasetSource, HardwareConfig, PromptConfig, RunConfig
 from runner.storage import Location
 
 class PreflightError(RunnerError):
@@ -50,30 +51,30 @@ def ray_accelerator_type(gpu_name: str) -> Optional[str]:
         return None
 
 
-def check_hardware(cfg: Mapping[str, Any]) -> List[str]:
-    hw, engine, ray_cfg = cfg["hw"], cfg["engine"], cfg["ray"]
+def check_hardware(cfg: RunConfig) -> List[str]:
+    hw, engine, ray_cfg = cfg.hw, cfg.engine, cfg.ray
     problems = []
-    parallel = int(engine["tensor_parallel_size"]) * int(engine["pipeline_parallel_size"])
-    if hw["gpus_per_replica"] and parallel != hw["gpus_per_replica"]:
+    parallel = engine.tensor_parallel_size * engine.pipeline_parallel_size
+    if hw.gpus_per_replica and parallel != hw.gpus_per_replica:
         problems.append(
-            f"hw.gpus_per_replica={hw['gpus_per_replica']} but engine.tensor_parallel_size x "
+            f"hw.gpus_per_replica={hw.gpus_per_replica} but engine.tensor_parallel_size x "
             f"engine.pipeline_parallel_size = {parallel}. Fix: make them equal"
         )
-    if not hw["gpus_per_replica"] and parallel != 1:
+    if not hw.gpus_per_replica and parallel != 1:
         problems.append("engine.tensor_parallel_size/pipeline_parallel_size > 1 need GPUs. Fix: pick a multi-GPU hw option")
     # A cluster the run joins is checked once joined (runner.cluster.check).
-    if hw["gpus_per_replica"] and not cluster.target(ray_cfg):
-        problems += _local_gpu_problems(hw, int(cfg["processor"]["concurrency"]), local_gpu_names())
+    if hw.gpus_per_replica and not cluster.target(ray_cfg):
+        problems += _local_gpu_problems(hw, cfg.processor.concurrency, local_gpu_names())
     return problems
 
 
-def _local_gpu_problems(hw: Mapping[str, Any], replicas: int, gpu_names: List[str]) -> List[str]:
+def _local_gpu_problems(hw: HardwareConfig, replicas: int, gpu_names: List[str]) -> List[str]:
     """A local Ray that lacks the GPUs, or GPUs of the type, that the engine asks for would
     wait for them forever instead of failing."""
-    have, per_replica = len(gpu_names), int(hw["gpus_per_replica"])
+    have, per_replica = len(gpu_names), hw.gpus_per_replica
     if have < per_replica:
         return [
-            f"hw={hw['name']} asks for {per_replica} GPU(s) per replica ({hw['accelerator_type']}), but this machine has "
+            f"hw={hw.name} asks for {per_replica} GPU(s) per replica ({hw.accelerator_type}), but this machine has "
             f"{have}. Fix: hw=cpu here, or run on a machine with such GPUs, or join a Ray cluster that has them "
             "with ray.address=<address>"
         ]
@@ -84,20 +85,20 @@ def _local_gpu_problems(hw: Mapping[str, Any], replicas: int, gpu_names: List[st
             f"GPUs, but this machine has {have}. Fix: processor.concurrency={have // per_replica}"
         )
     labels = sorted({label for label in map(ray_accelerator_type, gpu_names) if label})
-    wanted = hw["accelerator_type"]
+    wanted = hw.accelerator_type
     if wanted and labels and wanted not in labels:
         problems.append(
-            f"hw.accelerator_type={wanted} (hw={hw['name']}), but this machine's GPUs are {', '.join(labels)} "
+            f"hw.accelerator_type={wanted} (hw={hw.name}), but this machine's GPUs are {', '.join(labels)} "
             f"({gpu_names[0]}), so Ray would never place the engine. Fix: hw.accelerator_type={labels[0]}, "
             "or hw.accelerator_type=null for any GPU"
         )
     return problems
 
 
-def check_prompt_and_data(cfg: Mapping[str, Any], columns: Optional[List[str]]) -> List[str]:
+def check_prompt_and_data(cfg: RunConfig, columns: Optional[List[str]]) -> List[str]:
     problems = []
     try:
-        wanted = prompt.column_map(cfg["prompt"])
+        wanted = prompt.column_map(cfg.prompt)
     except ValueError as error:
         return [str(error)]
     if columns is None:
@@ -105,33 +106,33 @@ def check_prompt_and_data(cfg: Mapping[str, Any], columns: Optional[List[str]]) 
     for placeholder, column in wanted.items():
         if column not in columns:
             problems.append(
-                f"prompt.user reads {{{placeholder}}} from column '{column}', which dataset={cfg['dataset']['name']} "
+                f"prompt.user reads {{{placeholder}}} from column '{column}', which dataset={cfg.dataset.name} "
                 f"lacks (columns: {', '.join(columns)}). Fix: prompt.columns.{placeholder}=<one of those columns>"
             )
-    id_column = cfg["dataset"].get("id_column")
+    id_column = cfg.dataset.id_column
     if id_column and id_column not in columns:
         problems.append(
-            f"dataset.id_column={id_column!r} is not a column of dataset={cfg['dataset']['name']} "
+            f"dataset.id_column={id_column!r} is not a column of dataset={cfg.dataset.name} "
             f"(columns: {', '.join(columns)}). Fix: dataset.id_column=<a column that identifies each row>"
         )
     return problems
 
 
-def check_limits(cfg: Mapping[str, Any]) -> List[str]:
+def check_limits(cfg: RunConfig) -> List[str]:
     problems = []
-    context = cfg["model"]["context_length"]
-    max_model_len = cfg["engine"]["max_model_len"] or context
-    if cfg["engine"]["max_model_len"] and context >= 1 and max_model_len > context:
+    context = cfg.model.context_length
+    max_model_len = cfg.engine.max_model_len or context
+    if cfg.engine.max_model_len and context >= 1 and max_model_len > context:
         # vLLM refuses it too, but only once the engine has started (~95 s on CPU).
         problems.append(
             f"engine.max_model_len={max_model_len} is more than model.context_length={context} "
-            f"(model={cfg['model']['name']}). Fix: engine.max_model_len={context} or less, or engine.max_model_len=null "
+            f"(model={cfg.model.name}). Fix: engine.max_model_len={context} or less, or engine.max_model_len=null "
             "for the model's own"
         )
-    elif max_model_len >= 1 and cfg["prompt"]["max_tokens"] >= max_model_len:
+    elif max_model_len >= 1 and cfg.prompt.max_tokens >= max_model_len:
         room = "lower prompt.max_tokens" if max_model_len >= context else "lower prompt.max_tokens or raise engine.max_model_len"
         problems.append(
-            f"prompt.max_tokens={cfg['prompt']['max_tokens']} leaves no room for the prompt in "
+            f"prompt.max_tokens={cfg.prompt.max_tokens} leaves no room for the prompt in "
             f"max_model_len={max_model_len} (the model allows {context}). Fix: {room}"
         )
     return problems
@@ -196,13 +197,13 @@ def _schema_default(key: str) -> Any:
     return dataclasses.MISSING
 
 
-def check_settings(cfg: Mapping[str, Any]) -> List[str]:
+def check_settings(cfg: RunConfig) -> List[str]:
     """Every numeric setting in its valid range, and no secret in hw.env."""
     problems = []
-    ranges = SETTING_RANGES + (SYNTHETIC_RANGES if cfg["dataset"]["source"] == "synthetic" else [])
+    ranges = SETTING_RANGES + (SYNTHETIC_RANGES if cfg.dataset.source == DatasetSource.synthetic else [])
     for key, valid, rule in ranges:
         section, name = key.split(".")
-        value = cfg[section][name]
+        value = getattr(getattr(cfg, section), name)
         if value is None or valid(value):
             continue
         default = _schema_default(key)
@@ -213,7 +214,7 @@ def check_settings(cfg: Mapping[str, Any]) -> List[str]:
         else:
             fix = f"{key}={default} (the default), or another value in range"
         problems.append(f"{key}={value} is out of range: it must be {rule}. Fix: {fix}")
-    for name in cfg["hw"]["env"] or {}:
+    for name in cfg.hw.env or {}:
         if redaction.is_secret_name(name):
             # Config values land in Hydra's .hydra/ files and in Ray's runtime_env log.
             problems.append(
@@ -232,14 +233,14 @@ def _is_text(kind) -> bool:
     return pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind)
 
 
-def check_text_column_types(cfg: Mapping[str, Any], column_types: Mapping[str, Any]) -> List[str]:
+def check_text_column_types(cfg: RunConfig, column_types: Mapping[str, Any]) -> List[str]:
     """Prompt columns whose type in the file's schema is not text: every row would fail.
 
     column_types maps column name -> pyarrow DataType, or None where the type is unknown.
     Columns that are missing are left to check_prompt_and_data.
     """
     try:
-        wanted = prompt.column_map(cfg["prompt"])
+        wanted = prompt.column_map(cfg.prompt)
     except ValueError:
         return []  # check_prompt_and_data reports the template itself
     text_columns = [name for name, kind in column_types.items() if kind is not None and _is_text(kind)]
@@ -251,7 +252,7 @@ def check_text_column_types(cfg: Mapping[str, Any], column_types: Mapping[str, A
         others = f" (text columns: {', '.join(text_columns)})" if text_columns else ""
         problems.append(
             f"prompt.columns.{placeholder}: prompt.user reads {{{placeholder}}} from column '{column}', whose type in "
-            f"dataset={cfg['dataset']['name']} is {kind}, not text, so no row could become a prompt. "
+            f"dataset={cfg.dataset.name} is {kind}, not text, so no row could become a prompt. "
             f"Fix: prompt.columns.{placeholder}=<a text column>{others}, or store '{column}' as strings"
         )
     return problems
@@ -274,21 +275,21 @@ def check_run_location(location: Location, resume: bool) -> List[str]:
     return []
 
 
-def run_checks(cfg: Mapping[str, Any], location: Optional[Location] = None, resume: bool = False):
+def run_checks(cfg: RunConfig, location: Optional[Location] = None, resume: bool = False):
     """Raise PreflightError listing every problem; return the dataset's reader. The run's
     location is checked when given."""
-    problems = check_settings(cfg) + check_hardware(cfg) + cluster.address_problems(cfg) + check_limits(cfg) + models.check(cfg["model"])
+    problems = check_settings(cfg) + check_hardware(cfg) + cluster.address_problems(cfg) + check_limits(cfg) + models.check(cfg.model)
     problems += warm_engine.problems(cfg)
     if location is not None:
         problems += check_run_location(location, resume)
     reader = None
     try:
         reader = readers.for_dataset(
-            cfg["dataset"], text_columns=prompt.column_map(cfg["prompt"]).values(), rows_per_chunk=int(cfg["processor"]["rows_per_file"]),
+            cfg.dataset, text_columns=prompt.column_map(cfg.prompt).values(), rows_per_chunk=cfg.processor.rows_per_file,
         )
         columns = reader.columns()
         problems += check_prompt_and_data(cfg, columns)
-        problems += outputs.from_config(cfg).column_problems(columns, cfg["dataset"]["name"])
+        problems += outputs.from_config(cfg).column_problems(columns, cfg.dataset.name)
         problems += check_text_column_types(cfg, reader.column_types())
     except readers.DatasetError as error:
         # The reader checks some settings for itself (dataset.limit, num_rows): say each once.
@@ -296,7 +297,7 @@ def run_checks(cfg: Mapping[str, Any], location: Optional[Location] = None, resu
             problems.append(str(error))
     except OSError as error:  # storage: a missing bucket, refused credentials, no network
         problems.append(
-            f"dataset.path={cfg['dataset'].get('path')!r} cannot be read ({type(error).__name__}: {error}). "
+            f"dataset.path={cfg.dataset.path!r} cannot be read ({type(error).__name__}: {error}). "
             "Fix: check the path, and for object storage that its credentials are in the environment"
         )
     if problems:
@@ -312,7 +313,7 @@ def _setting_named(problem: str) -> str:
 CHAT_TEMPLATE_MARGIN_TOKENS = 64
 
 
-def _byte_bound(rows, prompt_cfg: Mapping[str, Any], columns: Mapping[str, str]) -> int:
+def _byte_bound(rows, prompt_cfg: PromptConfig, columns: Mapping[str, str]) -> int:
     """An upper bound on any row's prompt tokens, without a tokenizer: a byte-level BPE or
     byte-fallback token covers at least one byte, so a prompt has at most as many tokens as
     UTF-8 bytes (plus the template's own tokens)."""
@@ -339,7 +340,7 @@ class PromptLengths:
     problem: Optional[str] = None
 
 
-def check_prompt_lengths(cfg: Mapping[str, Any], tokenizer_source: str, rows: List[dict]) -> Optional[str]:
+def check_prompt_lengths(cfg: RunConfig, tokenizer_source: str, rows: List[dict]) -> Optional[str]:
     """Tokenize the first rows' prompts as the engine will see them; describe any that cannot fit.
 
     Returns None when all fit or when no tokenizer is available offline.
@@ -348,15 +349,15 @@ def check_prompt_lengths(cfg: Mapping[str, Any], tokenizer_source: str, rows: Li
     return lengths.problem if lengths else None
 
 
-def measure_prompt_lengths(cfg: Mapping[str, Any], tokenizer_source: str, rows: List[dict]) -> Optional[PromptLengths]:
+def measure_prompt_lengths(cfg: RunConfig, tokenizer_source: str, rows: List[dict]) -> Optional[PromptLengths]:
     """The first rows' prompt lengths; None for no rows. A tokenizer is loaded only when the
     byte bound says a prompt might not fit."""
     if not rows:
         return None
-    prompt_cfg = cfg["prompt"]
+    prompt_cfg = cfg.prompt
     columns = prompt.column_map(prompt_cfg)
-    max_model_len = cfg["engine"]["max_model_len"] or cfg["model"]["context_length"]
-    max_tokens = int(prompt_cfg["max_tokens"])
+    max_model_len = cfg.engine.max_model_len or cfg.model.context_length
+    max_tokens = prompt_cfg.max_tokens
     bound = _byte_bound(rows, prompt_cfg, columns)
     if bound + max_tokens <= max_model_len:
         return PromptLengths(rows=len(rows), longest=bound)
@@ -383,7 +384,7 @@ def measure_prompt_lengths(cfg: Mapping[str, Any], tokenizer_source: str, rows: 
         over += len(ids) + max_tokens > max_model_len
     found = PromptLengths(rows=len(rows), longest=longest, shortest=shortest, tokenized=True)
     if over:
-        found.problem = _length_problem(over, len(rows), longest, max_tokens, max_model_len, int(cfg["model"]["context_length"]))
+        found.problem = _length_problem(over, len(rows), longest, max_tokens, max_model_len, cfg.model.context_length)
     return found
 
 

@@ -10,6 +10,7 @@ from typing import Any, Dict, List, Mapping
 
 from runner import structured
 from runner.errors import RunnerError
+from runner.schema import PromptConfig
 
 
 def placeholders(template: str) -> List[str]:
@@ -28,18 +29,18 @@ def placeholders(template: str) -> List[str]:
     return names
 
 
-def column_map(prompt_cfg: Mapping[str, Any]) -> Dict[str, str]:
+def column_map(prompt_cfg: PromptConfig) -> Dict[str, str]:
     """Placeholder -> dataset column; a placeholder not mapped reads the column of its name."""
-    mapping = dict(prompt_cfg.get("columns") or {})
-    return {name: mapping.get(name, name) for name in placeholders(prompt_cfg["user"])}
+    mapping = dict(prompt_cfg.columns or {})
+    return {name: mapping.get(name, name) for name in placeholders(prompt_cfg.user)}
 
 
-def sampling_params(prompt_cfg: Mapping[str, Any]) -> Dict[str, Any]:
+def sampling_params(prompt_cfg: PromptConfig) -> Dict[str, Any]:
     params = {
-        "temperature": float(prompt_cfg["temperature"]),
-        "top_p": float(prompt_cfg["top_p"]),
-        "max_tokens": int(prompt_cfg["max_tokens"]),
-        "ignore_eos": bool(prompt_cfg["ignore_eos"]),
+        "temperature": prompt_cfg.temperature,
+        "top_p": prompt_cfg.top_p,
+        "max_tokens": prompt_cfg.max_tokens,
+        "ignore_eos": prompt_cfg.ignore_eos,
     }
     constraint = structured.engine_param(prompt_cfg)
     if constraint is not None:
@@ -68,14 +69,14 @@ def user_text(row: Mapping[str, Any], columns: Mapping[str, str], template: str)
     return template.format(**values)
 
 
-def build_request(row: Mapping[str, Any], prompt_cfg: Mapping[str, Any], columns: Mapping[str, str]) -> Dict[str, Any]:
+def build_request(row: Mapping[str, Any], prompt_cfg: PromptConfig, columns: Mapping[str, str]) -> Dict[str, Any]:
     """The engine request fields for one row: `messages` (chat) or `prompt` (raw) + `sampling_params`."""
-    text = user_text(row, columns, prompt_cfg["user"])
+    text = user_text(row, columns, prompt_cfg.user)
     request: Dict[str, Any] = {"sampling_params": sampling_params(prompt_cfg)}
-    if prompt_cfg["chat_template"]:
+    if prompt_cfg.chat_template:
         messages = []
-        if prompt_cfg.get("system"):
-            messages.append({"role": "system", "content": prompt_cfg["system"]})
+        if prompt_cfg.system:
+            messages.append({"role": "system", "content": prompt_cfg.system})
         messages.append({"role": "user", "content": text})
         request["messages"] = messages
     else:

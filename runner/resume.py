@@ -13,10 +13,10 @@ from typing import List, Optional
 
 from omegaconf import OmegaConf
 
-from runner import app, cli, config, run_state, storage
+from runner import app, cli, config, run_state, schema, storage
 
 
-def load_run_config(location: storage.Location, overrides=()):
+def load_run_config(location: storage.Location, overrides=()) -> schema.RunConfig:
     """The run's saved config (from its manifest if config.yaml is gone), typed by the schema."""
     saved = location.child(run_state.CONFIG)
     if saved.exists():
@@ -27,7 +27,7 @@ def load_run_config(location: storage.Location, overrides=()):
             raise run_state.ResumeError(f"{location} holds neither {run_state.CONFIG} nor {run_state.MANIFEST}: not a run's location. "
                                         "Fix: the location the run printed (its Hydra folder, or the URI under output.uri)")
         raw = manifest.config
-    return config.typed(raw, overrides)
+    return config.to_object(config.typed(raw, overrides))
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:

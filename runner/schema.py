@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, List, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from runner.errors import RunnerError
@@ -266,6 +265,8 @@ class RunConfig:
 
 
 def register() -> None:
+    from hydra.core.config_store import ConfigStore  # here: the engine workers unpickle these dataclasses without Hydra
+
     ConfigStore.instance().store(name="run_schema", node=RunConfig)
 
 
@@ -292,18 +293,22 @@ def unknown_keys(node: DictConfig, prefix: str = "") -> List[str]:
     return found
 
 
-def validate(cfg: DictConfig) -> None:
-    """Fail on keys the schema does not know, naming them and the section's known keys, and
-    on structured-output settings that cannot be used (runner.outputs)."""
+def check_keys(cfg: DictConfig) -> None:
+    """Fail on keys the schema does not know, naming them and the section's known keys."""
     found = unknown_keys(cfg)
     if found:
         raise UnknownKeyError(
             "unknown config key(s): " + ", ".join(found)
             + ". Fix: check the spelling against runner/schema.py; vLLM arguments we do not list go under engine.extra.<name>"
         )
-    from runner import outputs, preflight
-    from runner.config import to_dict
 
-    problems = outputs.config_problems(to_dict(cfg))
+
+def validate(cfg: DictConfig) -> None:
+    """Fail on keys the schema does not know, naming them and the section's known keys, and
+    on structured-output settings that cannot be used (runner.outputs)."""
+    check_keys(cfg)
+    from runner import outputs, preflight
+
+    problems = outputs.config_problems(OmegaConf.to_object(cfg))
     if problems:
         raise preflight.PreflightError(problems)

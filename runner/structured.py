@@ -9,6 +9,7 @@ and one that fails is a failed row with the reason, never a silent null.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 from runner.errors import RunnerError
+from runner.schema import PromptConfig
 
 LABEL_COLUMN = "label"
 # JSON schema scalar types -> the result column's Arrow type (by name, so that this module
@@ -85,7 +87,7 @@ class Spec:
     columns: Dict[str, str] = field(default_factory=dict)
 
 
-def engine_param(prompt_cfg: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
+def engine_param(prompt_cfg: PromptConfig) -> Optional[Dict[str, Any]]:
     """vLLM's StructuredOutputsParams fields, as Ray Data LLM reads them from
     `sampling_params["structured_outputs"]`; None for free text. Built for every row, so it
     only reads the config: spec() checks it, once, before the run.
@@ -93,25 +95,24 @@ def engine_param(prompt_cfg: Mapping[str, Any]) -> Optional[Dict[str, Any]]:
     The schema goes as JSON text: rows share one Arrow schema per block, and a schema as a
     nested mapping would become a struct whose shape (unions, enums, nested items) Arrow may
     not hold."""
-    if prompt_cfg.get("choices") is not None:
-        return {"choice": [str(c) for c in prompt_cfg["choices"]]}
-    if prompt_cfg.get("json_schema") is not None:
-        return {"json": json.dumps(load_schema(prompt_cfg["json_schema"]))}
+    if prompt_cfg.choices is not None:
+        return {"choice": [str(c) for c in prompt_cfg.choices]}
+    if prompt_cfg.json_schema is not None:
+        return {"json": json.dumps(load_schema(prompt_cfg.json_schema))}
     return None
 
 
-def resolved(prompt_cfg: Mapping[str, Any]) -> Dict[str, Any]:
+def resolved(prompt_cfg: PromptConfig) -> PromptConfig:
     """The prompt config with a schema file read into a mapping: the engine workers do not run
     in the directory a relative path was given from."""
-    out = dict(prompt_cfg)
-    if isinstance(out.get("json_schema"), str):
-        out["json_schema"] = load_schema(out["json_schema"])
-    return out
+    if isinstance(prompt_cfg.json_schema, str):
+        return dataclasses.replace(prompt_cfg, json_schema=load_schema(prompt_cfg.json_schema))
+    return prompt_cfg
 
 
-def spec(prompt_cfg: Mapping[str, Any]) -> Optional[Spec]:
+def spec(prompt_cfg: PromptConfig) -> Optional[Spec]:
     """The prompt's structured-output spec, or None for free text. Raises StructuredConfigError."""
-    schema_value, choices = prompt_cfg.get("json_schema"), prompt_cfg.get("choices")
+    schema_value, choices = prompt_cfg.json_schema, prompt_cfg.choices
     if schema_value is not None and choices is not None:
         raise StructuredConfigError("prompt.json_schema and prompt.choices are both set. Fix: keep one (e.g. prompt.choices=null)")
     if choices is not None:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Mapping, Optional
 
 from runner import run_state, tracking
+from runner.schema import RunConfig
 from runner.storage import Location
 
 
-def render(config: Mapping[str, Any], location: Location, metrics: Mapping[str, float], *, outcome: str,
+def render(config: RunConfig, location: Location, metrics: Mapping[str, float], *, outcome: str,
            mlflow_run_id: Optional[str] = None, tracking_uri: Optional[str] = None, tracking_error: Optional[str] = None) -> str:
     unit = "samples" if "samples_ok" in metrics else "rows"
     ok, failed = int(metrics.get(f"{unit}_ok", 0)), int(metrics.get(f"{unit}_failed", 0))
@@ -23,9 +24,9 @@ def render(config: Mapping[str, Any], location: Location, metrics: Mapping[str, 
             speed += f" ({metrics['steady_output_tokens_per_s']:.1f} once generating)"
         lines.append(f"  throughput  {speed}")
     if "cost_usd" in metrics:
-        hw = config["hw"]
-        lines.append(f"  cost        ${metrics['cost_usd']:.4f} (hw={hw['name']} at ${float(hw['price_per_hour']):.2f}/h, {hw['price_source']})")
-    lines.append(f"  results     {location.child(run_state.RESULTS)} ({config['output']['format']})")
+        hw = config.hw
+        lines.append(f"  cost        ${metrics['cost_usd']:.4f} (hw={hw.name} at ${hw.price_per_hour:.2f}/h, {hw.price_source})")
+    lines.append(f"  results     {location.child(run_state.RESULTS)} ({config.output.format})")
     if mlflow_run_id and tracking_uri:
         opened = "" if tracking_uri.startswith(("http://", "https://")) else f"mlflow ui --backend-store-uri {tracking_uri}, then "
         lines.append(f"  mlflow      {opened}{tracking.run_link(mlflow_run_id, tracking_uri)}")

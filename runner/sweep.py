@@ -19,6 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from runner import tracking, warm_engine
+from runner.schema import TrackingConfig
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ class SweepTracking(Callback):
         params = dict(OmegaConf.to_container(swept)) if swept else {}
         params["overrides"] = " ".join(config.hydra.overrides.task)
         try:
-            parent = tracking.start_sweep_run(OmegaConf.to_container(config.tracking), Path(config.paths.outputs), sweep_id, sweep_dir, params)
+            parent = tracking.start_sweep_run(OmegaConf.to_object(config.tracking), Path(config.paths.outputs), sweep_id, sweep_dir, params)
         except Exception as error:  # noqa: BLE001 - jobs still run and write results; they log unnested
             log.error("tracking: could not open the sweep's parent run (%s); jobs are logged without it", error)
             return
@@ -80,7 +81,7 @@ class SweepTracking(Callback):
         sweep_id = os.environ.pop(SWEEP_ID_ENV, None)
         if not parent:
             return
-        tracking_cfg = OmegaConf.to_container(config.tracking)
+        tracking_cfg = OmegaConf.to_object(config.tracking)
         outputs_root = Path(config.paths.outputs)
         failed = sum(1 for r in self.results if r != "finished")
         try:
@@ -92,12 +93,12 @@ class SweepTracking(Callback):
             self._compare(tracking_cfg, outputs_root, sweep_id, parent)
 
     @staticmethod
-    def _compare(tracking_cfg: Dict[str, Any], outputs_root: Path, sweep_id: str, parent: str) -> None:
+    def _compare(tracking_cfg: TrackingConfig, outputs_root: Path, sweep_id: str, parent: str) -> None:
         from runner import compare
 
         try:
             result = compare.compare(
-                tracking.resolve_uri(tracking_cfg, outputs_root), tracking_cfg["experiment"], sweep_id=sweep_id,
+                tracking.resolve_uri(tracking_cfg, outputs_root), tracking_cfg.experiment, sweep_id=sweep_id,
                 parent_run_id=parent, out_png=outputs_root / "compare" / f"{sweep_id}.png",
             )
         except Exception as error:  # noqa: BLE001 - the sweep's runs are logged; comparing can be redone
@@ -106,7 +107,7 @@ class SweepTracking(Callback):
         print(result.text, flush=True)
 
 
-def _report_unclosed(tracking_cfg: Dict[str, Any], outputs_root: Path, parent: str, sweep_id: str, status: str, error: Exception) -> None:
+def _report_unclosed(tracking_cfg: TrackingConfig, outputs_root: Path, parent: str, sweep_id: str, status: str, error: Exception) -> None:
     uri = tracking.resolve_uri(tracking_cfg, outputs_root)
     close = (
         f"python -c \"import mlflow; mlflow.set_tracking_uri('{uri}'); "
@@ -116,5 +117,5 @@ def _report_unclosed(tracking_cfg: Dict[str, Any], outputs_root: Path, parent: s
         "tracking: the sweep's parent run %s could not be closed or given its job counts (%s: %s). Every job's results "
         "and runs are kept. Once the store at %s is back, close the parent if the UI still shows it RUNNING with: %s ; "
         "and redo the comparison with: python -m runner.compare --uri %s --experiment %s --sweep %s",
-        parent, type(error).__name__, (str(error).splitlines() or [""])[0], uri, close, uri, tracking_cfg["experiment"], sweep_id,
+        parent, type(error).__name__, (str(error).splitlines() or [""])[0], uri, close, uri, tracking_cfg.experiment, sweep_id,
     )

@@ -11,10 +11,12 @@ import contextlib
 import json
 import logging
 from pathlib import Path
+import dataclasses
 from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
 from runner import redaction, result_files
 from runner.errors import RunnerError
+from runner.schema import RunConfig, TrackingConfig
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +45,8 @@ def default_uri(outputs_root: Path) -> str:
     return f"sqlite:///{(outputs_root / DEFAULT_DB).resolve()}"
 
 
-def resolve_uri(tracking: Mapping[str, Any], outputs_root: Path) -> str:
-    return tracking.get("uri") or default_uri(outputs_root)
+def resolve_uri(tracking: TrackingConfig, outputs_root: Path) -> str:
+    return tracking.uri or default_uri(outputs_root)
 
 
 def ui_link(uri: str, experiment_id: str, run_id: Optional[str] = None) -> str:
@@ -65,7 +67,7 @@ def run_link(run_id: str, uri: str) -> str:
     return ui_link(uri, experiment, run_id)
 
 
-def probe(tracking: Mapping[str, Any], outputs_root: Path) -> Optional[str]:
+def probe(tracking: TrackingConfig, outputs_root: Path) -> Optional[str]:
     """Why the tracking store cannot be reached, or None. Cheap: no MLflow call, no retries."""
     import socket
     from urllib.parse import urlparse
@@ -130,6 +132,7 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
 
 
 def _params(config: Mapping[str, Any]) -> Dict[str, str]:
+    """A config as plain data (runner.config.to_dict, or a saved config.yaml), flattened and redacted."""
     params = {}
     for key, value in flatten(redaction.redact(dict(config))).items():
         text = json.dumps(value) if isinstance(value, (dict, list)) else str(value)
@@ -137,12 +140,19 @@ def _params(config: Mapping[str, Any]) -> Dict[str, str]:
     return params
 
 
-def open_store(tracking: Mapping[str, Any], outputs_root: Path, uri: Optional[str] = None) -> str:
+def open_store(tracking: TrackingConfig, outputs_root: Path, uri: Optional[str] = None) -> str:
     """Point MLflow at the run's store (or `uri`) and return the experiment id, creating it."""
     import mlflow
 
     mlflow.set_tracking_uri(uri or resolve_uri(tracking, outputs_root))
-    return experiment_id(mlflow, tracking["experiment"], outputs_root)
+    return experiment_id(mlflow, tracking.experiment, outputs_root)
+
+
+def saved_tracking(config: Mapping[str, Any]) -> TrackingConfig:
+    """The tracking section of a saved run config (plain data), settings it lacks at their
+    defaults and settings this runner no longer knows left out."""
+    saved = config.get("tracking") or {}
+    return TrackingConfig(**{f.name: saved[f.name] for f in dataclasses.fields(TrackingConfig) if f.name in saved})
 
 
 def experiment_id(mlflow, name: str, outputs_root: Path) -> str:
@@ -227,7 +237,7 @@ def job_times(run) -> Dict[str, Optional[float]]:
     return {"begin": begin, "end": end, "last_attempt": started[-1] if started else begin}
 
 
-def start_sweep_run(tracking: Mapping[str, Any], outputs_root: Path, sweep_id: str, sweep_dir: Path, sweep_params: Mapping[str, str]) -> str:
+def start_sweep_run(tracking: TrackingConfig, outputs_root: Path, sweep_id: str, sweep_dir: Path, sweep_params: Mapping[str, str]) -> str:
     """The parent run of a multirun; its jobs are nested under it. Returns its run id."""
     import mlflow
 
@@ -247,7 +257,7 @@ def sweep_status(jobs: int, failed: int) -> str:
     return "FAILED" if jobs and failed == jobs else "FINISHED"
 
 
-def end_sweep_run(tracking: Mapping[str, Any], outputs_root: Path, run_id: str, jobs: int, failed: int) -> None:
+def end_sweep_run(tracking: TrackingConfig, outputs_root: Path, run_id: str, jobs: int, failed: int) -> None:
     """Log the job counts on the sweep's parent run and close it; the run is closed even when
     the counts cannot be logged, so it never stays RUNNING for want of them."""
     import mlflow
@@ -263,7 +273,7 @@ def end_sweep_run(tracking: Mapping[str, Any], outputs_root: Path, run_id: str, 
 
 
 def log_failed_run(
-    config: Mapping[str, Any],
+    config: RunConfig,
     outputs_root: Path,
     error: str,
     parent_run_id: Optional[str] = None,
@@ -274,14 +284,16 @@ def log_failed_run(
     job started (epoch seconds; default now) to now."""
     import mlflow
 
-    exp_id = open_store(config["tracking"], outputs_root)
+    from runner.config import to_dict
+
+    exp_id = open_store(config.tracking, outputs_root)
     client = mlflow.MlflowClient()
     all_tags = {"runner.status": "failed", "runner.error": redaction.mask_text(error)[:5000], **(tags or {})}
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     start_ms = int(started_at * 1000) if started_at is not None else None
-    run = client.create_run(exp_id, start_time=start_ms, run_name=f"{config['model']['name']}-{config['hw']['name']}-failed", tags=all_tags)
-    params = _params(config)
+    run = client.create_run(exp_id, start_time=start_ms, run_name=f"{config.model.name}-{config.hw.name}-failed", tags=all_tags)
+    params = _params(to_dict(config))
     items = list(params.items())
     for start in range(0, len(items), 100):
         client.log_batch(run.info.run_id, params=[mlflow.entities.Param(k, v) for k, v in items[start : start + 100]])
@@ -321,7 +333,7 @@ def log_run_folder(
         )
     config = yaml.safe_load(run.child(run_state.CONFIG).read_text())
     summary = json.loads(run.child(run_state.METRICS).read_text())
-    tracking = config["tracking"]
+    tracking = saved_tracking(config)
     exp_id = open_store(tracking, Path(outputs_root or saved_outputs_root(config)), uri)
     results, failed = run.child(run_state.RESULTS), run.child(run_state.FAILED)
     all_tags = {
@@ -334,7 +346,7 @@ def log_run_folder(
         **engine_tags(summary.get("engine")),
         **(tags or {}),
     }
-    run_name = tracking.get("run_name") or f"{config['model']['name']}-{config['hw']['name']}-{run.name}"
+    run_name = tracking.run_name or f"{config['model']['name']}-{config['hw']['name']}-{run.name}"
     if parent_run_id:
         all_tags["mlflow.parentRunId"] = parent_run_id
     times = job_times(run)
@@ -355,12 +367,12 @@ def log_run_folder(
                 local.write_bytes(run.child(name).read_bytes())
                 client.log_artifact(run_id, str(local))
         if run.is_local:
-            if tracking.get("log_results", True) and results.list_files():
+            if tracking.log_results and results.list_files():
                 client.log_artifacts(run_id, results.path, artifact_path="results")
             if failed.list_files():
                 client.log_artifacts(run_id, failed.path, artifact_path="failed")
         text_columns = list(summary.get("prompt_columns", []))
-        table = sample_table(results, text_columns, int(tracking.get("sample_rows", 8)))
+        table = sample_table(results, text_columns, tracking.sample_rows)
         if table is not None:
             client.log_table(run_id, data=table, artifact_file="samples.json")
     client.set_terminated(run_id, "FINISHED", end_time=end_ms)
@@ -375,7 +387,7 @@ def saved_outputs_root(config: Mapping[str, Any]) -> str:
 
 
 def log_record(
-    config: Mapping[str, Any],
+    config: RunConfig,
     outputs_root: Path,
     run_name: str,
     tags: Mapping[str, str],
@@ -390,12 +402,14 @@ def log_record(
     import mlflow
     from mlflow.tracking.context import registry as context_registry
 
-    exp_id = open_store(config["tracking"], outputs_root)
+    from runner.config import to_dict
+
+    exp_id = open_store(config.tracking, outputs_root)
     client = mlflow.MlflowClient()
     start_ms = int(started_at * 1000) if started_at is not None else None
     run_id = client.create_run(exp_id, start_time=start_ms, tags=context_registry.resolve_tags(dict(tags)), run_name=run_name).info.run_id
     with _failed_on_error(client, run_id):
-        _log_batches(client, run_id, params={**_params(config), **(extra_params or {})}, metrics=metrics, stamp_ms=None)
+        _log_batches(client, run_id, params={**_params(to_dict(config)), **(extra_params or {})}, metrics=metrics, stamp_ms=None)
         for path, folder in files:
             client.log_artifact(run_id, str(path), artifact_path=folder)
     client.set_terminated(run_id, "FINISHED")

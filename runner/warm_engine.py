@@ -26,10 +26,11 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Optional
 
 from runner import cluster, engine_server
 from runner.models import ModelLocation
+from runner.schema import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -104,18 +105,18 @@ def serve_llm_fits_vllm(vllm_dir: Optional[str] = None) -> bool:
     return Path(vllm_dir).joinpath(*SERVE_LLM_NEEDS_FROM_VLLM).is_file()
 
 
-def wanted(cfg: Mapping[str, Any]) -> bool:
+def wanted(cfg: RunConfig) -> bool:
     """Whether this job runs on the shared engine (processor.shared_engine; null: in a sweep,
     where Ray Serve LLM works with the installed vLLM)."""
-    if cluster.target(cfg["ray"]):
+    if cluster.target(cfg.ray):
         return False
-    setting = cfg["processor"].get("shared_engine")
+    setting = cfg.processor.shared_engine
     if setting is None:
         return _kept_between_jobs and serve_llm_fits_vllm()
-    return bool(setting)
+    return setting
 
 
-def problems(cfg: Mapping[str, Any]) -> List[str]:
+def problems(cfg: RunConfig) -> List[str]:
     """What stops this job from using the shared engine, found before anything starts."""
     if not wanted(cfg):
         return []
@@ -140,14 +141,14 @@ def current() -> Optional[Engine]:
     return _current
 
 
-def spec(cfg: Mapping[str, Any], model: ModelLocation, env: Dict[str, str], engine_kwargs: Dict[str, Any]) -> Spec:
-    hw = cfg["hw"]
-    replicas = int(cfg["processor"]["concurrency"])
-    if hw["gpus_per_replica"]:
-        base = [{"GPU": 1.0, "CPU": 1.0}] * int(hw["gpus_per_replica"])
+def spec(cfg: RunConfig, model: ModelLocation, env: Dict[str, str], engine_kwargs: Dict[str, Any]) -> Spec:
+    hw = cfg.hw
+    replicas = cfg.processor.concurrency
+    if hw.gpus_per_replica:
+        base = [{"GPU": 1.0, "CPU": 1.0}] * hw.gpus_per_replica
     else:
-        base = [{"CPU": float(hw["cpus_per_replica"])}]
-    accelerator = hw["accelerator_type"] if hw["gpus_per_replica"] else None
+        base = [{"CPU": hw.cpus_per_replica}]
+    accelerator = hw.accelerator_type if hw.gpus_per_replica else None
     # What Ray Serve LLM asks for the same config (checked again in the replica): an
     # accelerator hint in every bundle; the replica's own actor takes nothing beside the engine.
     bundles = [dict(b, **({f"accelerator_type:{accelerator}": 0.001} if accelerator else {})) for b in base]
@@ -166,7 +167,7 @@ def spec(cfg: Mapping[str, Any], model: ModelLocation, env: Dict[str, str], engi
     )
     if accelerator:
         llm_config["accelerator_type"] = accelerator
-    elif not hw["gpus_per_replica"]:
+    elif not hw.gpus_per_replica:
         llm_config["accelerator_config"] = dict(kind="cpu")  # accelerator_type stays unset on CPU
     return Spec(key=key, llm_config=llm_config, bundles=bundles, replicas=replicas, env=env)
 
@@ -175,7 +176,7 @@ def _digest(text: str) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
-def acquire(cfg: Mapping[str, Any], wanted_spec: Spec) -> Dict[str, Any]:
+def acquire(cfg: RunConfig, wanted_spec: Spec) -> Dict[str, Any]:
     """The running engine if it is this spec's and healthy, else a new one (the old one
     stopped first). Returns what the job records about it (runner.engine in MLflow)."""
     global _current
@@ -190,7 +191,7 @@ def acquire(cfg: Mapping[str, Any], wanted_spec: Spec) -> Dict[str, Any]:
     if _current is not None:
         log.info("a new engine for this job: %s", _key_change(_current.key, wanted_spec.key))
         stop()
-    _current = _deploy(wanted_spec, float(cfg["ray"]["engine_start_timeout_s"]))
+    _current = _deploy(wanted_spec, cfg.ray.engine_start_timeout_s)
     return {"id": _current.id, "mode": "shared", "started": True, "wait_s": time.time() - waited}
 
 

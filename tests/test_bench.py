@@ -20,7 +20,7 @@ from runner.bench.figures import RATIO_KEYS, figures, ratios
 from runner.bench.pipeline_side import engine_marks, read_results
 from runner.bench.results import BenchResult, SideResult, SideRun, TokenCheck
 from runner.pipeline import PipelineRun
-from runner.config import compose, to_dict
+from runner.config import compose, to_object
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS, MAX_TOKENS = 8, 16
@@ -81,7 +81,7 @@ def test_the_pipelines_last_output_is_its_rows_end_not_a_rewritten_files_mtime(t
 
 def test_the_bench_logs_redacted_params_over_its_own_span(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_" + "S" * 34)
-    config = to_dict(compose([f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "+engine.extra.api_key=sk-planted-secret-1234", "model.tokenizer=hf_" + "S" * 34]))
+    config = to_object(compose([f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", "+engine.extra.api_key=sk-planted-secret-1234", "model.tokenizer=hf_" + "S" * 34]))
     run_dir = tmp_path / "bench"
     (run_dir / "plain").mkdir(parents=True)
     (run_dir / "bench.json").write_text("{}")

@@ -38,7 +38,8 @@ def test_a_location_that_holds_no_run_is_one_line_and_exit_2(args):
 
 
 def test_the_summary_says_rows_speed_cost_results_and_how_to_open_mlflow(tmp_path):
-    config = {"hw": {"name": "l4", "price_per_hour": 0.8, "price_source": "GCP on-demand"}, "output": {"format": "parquet"}}
+    config = schema.RunConfig(hw=schema.HardwareConfig(name="l4", price_per_hour=0.8, price_source="GCP on-demand"),
+                              output=schema.OutputConfig(format=schema.OutputFormat.parquet))
     location = storage.resolve(str(tmp_path / "run"))
     figures = {"rows_ok": 30, "rows_failed": 2, "wall_s": 60.0, "rows_per_s": 0.5, "output_tokens_per_s": 70.0,
                "steady_output_tokens_per_s": 90.0, "cost_usd": 0.0133}

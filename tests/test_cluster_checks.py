@@ -8,11 +8,12 @@ import json
 import pytest
 
 from runner import cluster, preflight, storage
-from runner.config import compose, to_dict
+from runner.config import compose, to_object
+from runner.schema import RayConfig
 
 
 def config(*overrides):
-    return to_dict(compose(overrides))
+    return to_object(compose(overrides))
 
 
 def node(cpus=4.0, gpus=0.0, kind=None, node_id="n1"):
@@ -29,12 +30,12 @@ def joined(*nodes):
 
 
 def test_which_cluster_is_joined():
-    assert cluster.target({"address": None}, {}) is None
+    assert cluster.target(RayConfig(address=None), {}) is None
     # `ray job submit` and KubeRay pods set RAY_ADDRESS: a bare one is joined.
-    assert cluster.target({"address": None}, {"RAY_ADDRESS": "10.0.0.1:6379"}) == "10.0.0.1:6379"
-    assert cluster.target({"address": "auto"}, {"RAY_ADDRESS": "10.0.0.1:6379"}) == "auto"
+    assert cluster.target(RayConfig(address=None), {"RAY_ADDRESS": "10.0.0.1:6379"}) == "10.0.0.1:6379"
+    assert cluster.target(RayConfig(address="auto"), {"RAY_ADDRESS": "10.0.0.1:6379"}) == "auto"
     # "local" starts a Ray of the run's own, whatever the environment says.
-    assert cluster.target({"address": "local"}, {"RAY_ADDRESS": "10.0.0.1:6379"}) is None
+    assert cluster.target(RayConfig(address="local"), {"RAY_ADDRESS": "10.0.0.1:6379"}) is None
 
 
 def test_ray_client_addresses_are_refused_before_the_run_with_the_job_command(monkeypatch):

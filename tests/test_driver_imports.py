@@ -11,12 +11,12 @@ PROBE = textwrap.dedent(
     """
     import sys
     from runner import models, pipeline
-    from runner.config import compose, to_dict
+    from runner.config import compose, to_object
 
-    config = to_dict(compose(["ray.num_cpus=2"]))
+    config = to_object(compose(["ray.num_cpus=2"]))
     pipeline.start_ray(config, {})
     try:
-        processor = pipeline.build_processor(config, models.locate(config["model"]), {}, ["id", "article", "highlights"])
+        processor = pipeline.build_processor(config, models.locate(config.model), {}, ["id", "article", "highlights"])
         assert callable(processor)
         assert "vllm" not in sys.modules, "building the processor imported vLLM on the driver"
         import vllm.exceptions  # noqa: F401 - the refusal is gone after the build
@@ -37,12 +37,12 @@ LENGTH_PROBE = textwrap.dedent(
     """
     import sys
     from runner import models, preflight, prompt, readers
-    from runner.config import compose, to_dict
+    from runner.config import compose, to_object
 
-    config = to_dict(compose(sys.argv[1:]))
-    reader = readers.for_dataset(config["dataset"], text_columns=prompt.column_map(config["prompt"]).values())
-    rows = reader.head(config["errors"]["length_check_rows"])
-    found = preflight.check_prompt_lengths(config, models.locate(config["model"]).source, rows)
+    config = to_object(compose(sys.argv[1:]))
+    reader = readers.for_dataset(config.dataset, text_columns=prompt.column_map(config.prompt).values())
+    rows = reader.head(config.errors.length_check_rows)
+    found = preflight.check_prompt_lengths(config, models.locate(config.model).source, rows)
     print("transformers" in sys.modules, found)
     """
 )

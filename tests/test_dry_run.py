@@ -3,12 +3,12 @@
 import json
 
 from runner import app
-from runner.config import compose
+from runner.config import compose, to_object
 
 
 def dry_run(tmp_path, capsys, *overrides):
     cfg = compose(["dry_run=true", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", *overrides])
-    outcome = app.run(cfg, tmp_path / "run", outputs_root=tmp_path / "outputs")
+    outcome = app.run(to_object(cfg), tmp_path / "run", outputs_root=tmp_path / "outputs")
     assert not (tmp_path / "run").exists() and not (tmp_path / "mlflow.db").exists()
     printed = capsys.readouterr().out
     return outcome, {line.split()[0]: line for line in printed.splitlines()[1:]}, printed

@@ -5,8 +5,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from runner import metrics, storage
+from runner.schema import HardwareConfig
 
-HW = {"price_per_hour": 3.6}
+HW = HardwareConfig(price_per_hour=3.6)
 
 
 def write_results(folder, rows):
@@ -44,7 +45,7 @@ def test_jsonl_results_are_measured_too(tmp_path):
     folder.mkdir()
     row = {"num_input_tokens": 7, "num_generated_tokens": 3, "latency_s": 1.0, "ttft_s": 0.1, "finished_at": 11.0}
     (folder / "part.json").write_text(json.dumps(row) + "\n")
-    figures = metrics.compute(storage.resolve(str(folder)), started_at=0.0, finished_at=12.0, hw={"price_per_hour": 0.0}, replicas=1)
+    figures = metrics.compute(storage.resolve(str(folder)), started_at=0.0, finished_at=12.0, hw=HardwareConfig(price_per_hour=0.0), replicas=1)
     assert figures["rows"] == 1 and figures["output_tokens"] == 3 and figures["startup_s"] == pytest.approx(10.0)
 
 

@@ -9,20 +9,20 @@ from pathlib import Path
 import pytest
 
 from runner import preflight
-from runner.config import compose, to_dict
+from runner.config import compose, to_object
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def problems(*overrides):
-    cfg = to_dict(compose(overrides))
+    cfg = to_object(compose(overrides))
     with pytest.raises(preflight.PreflightError) as caught:
         preflight.run_checks(cfg)
     return caught.value.problems
 
 
 def test_default_passes():
-    preflight.run_checks(to_dict(compose()))
+    preflight.run_checks(to_object(compose()))
 
 
 def test_gpu_profile_on_a_machine_without_gpus(monkeypatch):
@@ -32,8 +32,8 @@ def test_gpu_profile_on_a_machine_without_gpus(monkeypatch):
 
 
 def hardware_problems(gpu_names, *overrides):
-    cfg = to_dict(compose(overrides))
-    return preflight._local_gpu_problems(cfg["hw"], int(cfg["processor"]["concurrency"]), gpu_names)
+    cfg = to_object(compose(overrides))
+    return preflight._local_gpu_problems(cfg.hw, cfg.processor.concurrency, gpu_names)
 
 
 def test_gpu_type_the_profile_does_not_name_is_caught_before_ray_waits_for_it():
@@ -78,7 +78,7 @@ def test_an_id_column_asked_for_must_exist_and_none_is_needed(tmp_path):
     found = problems("dataset=jsonl", f"dataset.path={tmp_path}/d.jsonl", "dataset.id_column=doc_id")
     assert any("dataset.id_column" in p and "doc_id" in p for p in found)
     # Without one asked for, ids are derived from file and line: nothing to fix.
-    preflight.run_checks(to_dict(compose(["dataset=jsonl", f"dataset.path={tmp_path}/d.jsonl"])))
+    preflight.run_checks(to_object(compose(["dataset=jsonl", f"dataset.path={tmp_path}/d.jsonl"])))
 
 
 def test_parquet_schema_is_read_without_ray(tmp_path):
@@ -174,18 +174,18 @@ def test_out_of_range_settings_are_reported_together_with_their_defaults():
 @pytest.mark.parametrize("hw", ["cpu", "l4", "a10g", "a100_80g", "h100", "h100x2", "h100x8"])
 def test_every_shipped_profile_is_in_range(hw):
     model = "smollm2_135m" if hw == "cpu" else "llama31_8b"
-    cfg = to_dict(compose([f"hw={hw}", f"model={model}"]))
+    cfg = to_object(compose([f"hw={hw}", f"model={model}"]))
     assert preflight.check_settings(cfg) == [] and preflight.check_limits(cfg) == []
 
 
 def test_the_gpu_benchmark_config_is_in_range():
-    bench = to_dict(compose(["+experiment=bench_h100"]))
+    bench = to_object(compose(["+experiment=bench_h100"]))
     assert preflight.check_settings(bench) == [] and preflight.check_limits(bench) == []
 
 
 def test_synthetic_sizes_are_checked_only_for_synthetic_data():
     assert any(p.startswith("dataset.input_tokens=0") for p in problems("dataset=synthetic", "prompt=raw", "dataset.input_tokens=0"))
-    cfg = to_dict(compose(["dataset.input_tokens=0"]))
+    cfg = to_object(compose(["dataset.input_tokens=0"]))
     assert preflight.check_settings(cfg) == []
 
 
@@ -209,7 +209,7 @@ def test_a_secret_in_hw_env_is_refused_before_it_reaches_a_file_or_ray():
 
 
 def default_cfg(*overrides):
-    return to_dict(compose(overrides))
+    return to_object(compose(overrides))
 
 
 def test_a_prompt_column_whose_file_type_is_not_text_is_refused():
@@ -268,7 +268,7 @@ def test_the_length_check_on_a_real_tokenizer_suggests_no_context_beyond_the_mod
     long_article = " ".join(f"word{i}" for i in range(12000))
     (tmp_path / "d.jsonl").write_text(json.dumps({"id": "long", "article": long_article}) + "\n")
     cfg = default_cfg("dataset=jsonl", f"dataset.path={tmp_path}/d.jsonl")
-    found = preflight.check_prompt_lengths(cfg, models.locate(cfg["model"]).source, [{"id": "long", "article": long_article}])
+    found = preflight.check_prompt_lengths(cfg, models.locate(cfg.model).source, [{"id": "long", "article": long_article}])
     assert found and "more than the model's context of 8192 tokens" in found and "shorten the inputs" in found
     assert "engine.max_model_len=" not in found.split("Fix:")[1]
 

@@ -4,13 +4,13 @@ import pytest
 
 from runner import pipeline
 from runner.models import ModelLocation
-from runner.config import compose, to_dict
+from runner.config import compose, to_object
 
 LOCATION = ModelLocation(source="/models/llama31_8b-dummy", load_format="dummy")
 
 
 def processor_config(*overrides):
-    config = to_dict(compose(["model=llama31_8b", *overrides]))
+    config = to_object(compose(["model=llama31_8b", *overrides]))
     return pipeline.processor_config(config, LOCATION, {})
 
 

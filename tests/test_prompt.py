@@ -1,12 +1,11 @@
 import pytest
 
 from runner import prompt
-from runner.config import compose, to_dict
+from tests.configs import prompt as prompt_section, typed_config
 
 
 def summarize_cfg(**overrides):
-    cfg = to_dict(compose([f"prompt.{k}={v}" for k, v in overrides.items()]))
-    return cfg["prompt"]
+    return typed_config(*[f"prompt.{k}={v}" for k, v in overrides.items()]).prompt
 
 
 def test_summarize_builds_system_and_user_messages():
@@ -33,8 +32,8 @@ def test_the_column_read_is_configurable():
 
 
 def test_raw_prompts_skip_the_chat_template():
-    cfg = {"user": "Q: {question}", "columns": {}, "system": None, "chat_template": False,
-           "temperature": 0.0, "top_p": 1.0, "max_tokens": 5, "ignore_eos": True}
+    cfg = prompt_section(user="Q: {question}", columns={}, system=None, chat_template=False,
+                         temperature=0.0, top_p=1.0, max_tokens=5, ignore_eos=True)
     request = prompt.build_request({"question": "2+2?"}, cfg, prompt.column_map(cfg))
     assert request == {"prompt": "Q: 2+2?", "sampling_params": {"temperature": 0.0, "top_p": 1.0, "max_tokens": 5, "ignore_eos": True}}
 

@@ -5,6 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from runner import metrics, quality, storage
+from runner.schema import HardwareConfig
 
 
 def test_rouge_of_one_word_swapped():
@@ -61,6 +62,6 @@ def test_metrics_carry_the_quality_means(tmp_path):
     pq.write_table(pa.Table.from_pylist(scored), folder / "a.parquet")
     unscored = dict(base, rouge1_f=None, rouge2_f=None, rougeL_f=None, rougeLsum_f=None)
     pq.write_table(pa.Table.from_pylist([unscored], schema=pa.Table.from_pylist(scored).schema), folder / "b.parquet")
-    figures = metrics.compute(storage.resolve(str(folder)), 0.0, 12.0, {"price_per_hour": 0.0}, 1)
+    figures = metrics.compute(storage.resolve(str(folder)), 0.0, 12.0, HardwareConfig(price_per_hour=0.0), 1)
     assert figures["rows"] == 3 and figures["quality_rows"] == 2
     assert figures["rouge1_f_mean"] == pytest.approx(0.4) and figures["rougeLsum_f_mean"] == pytest.approx(0.35)

@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from runner import readers, storage
-from runner.config import compose, to_dict
+from runner.config import compose
 from runner.readers.base import pending_work
+from tests.configs import dataset, typed_config
 
 INPUT_ERROR = readers.INPUT_ERROR_COLUMN
 
@@ -25,7 +26,8 @@ def write_jsonl(path: Path, rows) -> Path:
 
 
 def jsonl_reader(path, text_columns=("article",), **settings) -> readers.Reader:
-    return readers.for_dataset({"source": "jsonl", "path": str(path), **settings}, text_columns=text_columns, rows_per_chunk=settings.pop("rows_per_chunk", 3))
+    rows_per_chunk = settings.pop("rows_per_chunk", 3)
+    return readers.for_dataset(dataset(source="jsonl", path=str(path), **settings), text_columns=text_columns, rows_per_chunk=rows_per_chunk)
 
 
 def read_all(reader, scan, done=()) -> list:
@@ -90,7 +92,7 @@ def test_a_file_of_another_format_is_ignored_by_scan_and_reader_alike(tmp_path):
     assert scan.ignored_files == ["README.txt"] and scan.rows == 3
     assert any("README.txt" in line for line in scan.notes())
     assert len(read_all(reader, scan)) == 3
-    assert readers.for_dataset({"source": "jsonl", "path": str(tmp_path / "in")}).scan().rows == 3
+    assert readers.for_dataset(dataset(source="jsonl", path=str(tmp_path / "in"))).scan().rows == 3
 
 
 def test_a_folder_without_files_of_the_format_names_the_setting_and_the_fix(tmp_path):
@@ -188,7 +190,7 @@ def test_an_explicit_id_column_the_data_lacks_names_the_key_and_the_fix(tmp_path
     with pytest.raises(readers.DatasetError) as caught:
         jsonl_reader(tmp_path / "d.jsonl", text_columns=(), id_column="doc_id").scan()
     assert "dataset.id_column='doc_id'" in str(caught.value) and "dataset.id_column=null" in str(caught.value)
-    assert readers.id_column({"id_column": None}) == "id" and readers.id_column({"id_column": "doc_id"}) == "doc_id"
+    assert readers.id_column(dataset(id_column=None)) == "id" and readers.id_column(dataset(id_column="doc_id")) == "doc_id"
 
 
 def test_duplicate_ids_are_found_with_where_they_occur(tmp_path):
@@ -215,8 +217,15 @@ def test_duplicate_ids_renamed_in_file_order_the_same_way_every_scan(tmp_path):
 
 
 def test_on_duplicate_id_must_be_fail_or_rename(tmp_path):
+    from hydra.errors import ConfigCompositionException
+
+    # The schema refuses any other value when the config is composed, naming the choices...
+    with pytest.raises(ConfigCompositionException) as caught:
+        compose(["dataset.on_duplicate_id=drop"])
+    assert "drop" in str(caught.value.__cause__ or caught.value) and "rename" in str(caught.value.__cause__ or caught.value)
+    # ...and a reader made without a config refuses it itself.
     with pytest.raises(readers.DatasetError, match="dataset.on_duplicate_id='drop'"):
-        jsonl_reader(tmp_path, on_duplicate_id="drop")
+        readers.JsonlReader(storage.resolve(str(tmp_path)), on_duplicate_id="drop")
 
 
 # ---------------------------------------------------------------- limit, done ids, chunks
@@ -264,7 +273,7 @@ def test_parquet_row_groups_are_chunks(tmp_path):
     pq.write_table(table, tmp_path / "a.parquet", row_group_size=4)
     pq.write_table(table.slice(0, 2).set_column(0, "doc_id", pa.array(["e0", "e1"])), tmp_path / "b.parquet")
     (tmp_path / "_SUCCESS").write_text("")
-    reader = readers.for_dataset({"source": "parquet", "path": str(tmp_path), "id_column": "doc_id", "limit": 11}, text_columns=["article"])
+    reader = readers.for_dataset(dataset(source="parquet", path=str(tmp_path), id_column="doc_id", limit=11), text_columns=["article"])
     assert reader.columns() == ["doc_id", "article", "n"] and reader.column_types()["n"] == pa.int64()
     scan = reader.scan()
     assert [(c.relative, c.row_group, c.first, c.rows) for c in scan.chunks] == [("a.parquet", 0, 1, 4), ("a.parquet", 1, 5, 4), ("a.parquet", 2, 9, 2), ("b.parquet", 0, 1, 1)]
@@ -276,7 +285,7 @@ def test_parquet_row_groups_are_chunks(tmp_path):
 
 def test_parquet_text_column_of_another_type_fails_every_row_without_reading_it(tmp_path):
     pq.write_table(pa.table({"article": [1, 2]}), tmp_path / "a.parquet")
-    reader = readers.for_dataset({"source": "parquet", "path": str(tmp_path / "a.parquet")}, text_columns=["article"])
+    reader = readers.for_dataset(dataset(source="parquet", path=str(tmp_path / "a.parquet")), text_columns=["article"])
     assert reader.column_types() == {"article": pa.int64()}
     scan = reader.scan()
     assert scan.derived_ids and [(b.id, b.reason) for b in scan.bad_rows] == [("a.parquet:1", "column 'article' is int64, not text"), ("a.parquet:2", "column 'article' is int64, not text")]
@@ -284,7 +293,7 @@ def test_parquet_text_column_of_another_type_fails_every_row_without_reading_it(
 
 def test_csv_rows_are_text_and_bad_rows_fail_alone(tmp_path):
     (tmp_path / "a.csv").write_bytes(b'\xef\xbb\xbfid,article,n\n1,"hello, world",3\n\n2,,4\n3,caf\xe9,5\n4,x\n5,"two\nlines",6\n')
-    reader = readers.for_dataset({"source": "csv", "path": str(tmp_path)}, text_columns=["article"])
+    reader = readers.for_dataset(dataset(source="csv", path=str(tmp_path)), text_columns=["article"])
     assert reader.columns() == ["id", "article", "n"] and set(reader.column_types().values()) == {pa.string()}
     scan = reader.scan()
     assert [c.rows for c in scan.chunks] == [5] and list(scan.ids()) == ["1", "2", "3.csv:3".replace("3.csv", "a.csv"), "4", "5"]
@@ -295,18 +304,17 @@ def test_csv_rows_are_text_and_bad_rows_fail_alone(tmp_path):
 
 
 def test_synthetic_rows(tmp_path):
-    reader = readers.for_dataset({"source": "synthetic", "num_rows": 5, "input_tokens": 3, "limit": 4}, rows_per_chunk=3)
+    reader = readers.for_dataset(dataset(source="synthetic", num_rows=5, input_tokens=3, limit=4), rows_per_chunk=3)
     scan = reader.scan()
     assert scan.rows == 4 and [c.ids for c in scan.chunks] == [[f"synthetic-{i:08d}" for i in range(3)], ["synthetic-00000003"]]
     assert read_all(reader, scan, {"synthetic-00000001"})[1] == {"id": "synthetic-00000002", "prompt": "hello hello hello 2", INPUT_ERROR: ""}
     assert reader.fingerprint()["num_rows"] == 5 and reader.fingerprint()["input_tokens"] == 3
     with pytest.raises(readers.DatasetError, match="dataset.num_rows"):
-        readers.for_dataset({"source": "synthetic", "num_rows": 0, "input_tokens": 3})
+        readers.for_dataset(dataset(source="synthetic", num_rows=0, input_tokens=3))
 
 
 def test_hub_datasets_read_the_hubs_parquet_export():
-    dataset = to_dict(compose(["dataset=cnn_dailymail"]))["dataset"]
-    reader = readers.for_dataset(dataset)  # builds the location only: no network until read
+    reader = readers.for_dataset(typed_config("dataset=cnn_dailymail").dataset)  # builds the location only: no network until read
     assert isinstance(reader, readers.ParquetReader) and reader.limit == 1000
     assert reader.location.uri == "hf://datasets/abisee/cnn_dailymail@~parquet/3.0.0/test"
     assert reader.location.path == "datasets/abisee/cnn_dailymail@refs/convert/parquet/3.0.0/test"
@@ -314,9 +322,9 @@ def test_hub_datasets_read_the_hubs_parquet_export():
 
 
 def test_the_bundled_sample_is_read_at_once():
-    dataset = to_dict(compose())["dataset"]
+    sample = typed_config().dataset
     started = time.perf_counter()
-    reader = readers.for_dataset(dataset, text_columns=["article"])
+    reader = readers.for_dataset(sample, text_columns=["article"])
     scan = reader.scan()
     assert time.perf_counter() - started < 0.5  # the default job must not get slower
     assert scan.rows == 32 and scan.bad_rows == [] and not scan.derived_ids and len(scan.chunks) == 1
@@ -381,11 +389,11 @@ def test_parquet_and_csv_on_s3(s3, tmp_path):
     with s3.environ():
         put(f"{bucket}/pq/t.parquet", (tmp_path / "t.parquet").read_bytes())
         put(f"{bucket}/csv/t.csv", b"id,article\nc1,x\nc2,\n")
-        reader = readers.for_dataset({"source": "parquet", "path": f"{bucket}/pq", "limit": 4}, text_columns=["article"])
+        reader = readers.for_dataset(dataset(source="parquet", path=f"{bucket}/pq", limit=4), text_columns=["article"])
         scan = reader.scan()
         assert [c.rows for c in scan.chunks] == [2, 2] and [b.where for b in scan.bad_rows] == ["t.parquet:3"]
         assert [r["id"] for r in read_all(reader, scan, {"r0"})] == ["r1", "r2", "r3"]
-        reader = readers.for_dataset({"source": "csv", "path": f"{bucket}/csv"}, text_columns=["article"])
+        reader = readers.for_dataset(dataset(source="csv", path=f"{bucket}/csv"), text_columns=["article"])
         scan = reader.scan()
         assert [(r["id"], r[INPUT_ERROR]) for r in read_all(reader, scan)] == [("c1", ""), ("c2", "t.csv row 2: column 'article' is empty")]
 

@@ -63,9 +63,9 @@ def test_a_logged_traceback_is_masked(monkeypatch):
 
 def test_worker_env_carries_settings_but_no_secret():
     from runner import pipeline
-    from runner.config import compose, to_dict
+    from runner.config import compose, to_object
 
-    cfg = to_dict(compose(["+hw.env.MY_API_KEY=abc", "+hw.env.OMP_NUM_THREADS=2"]))
+    cfg = to_object(compose(["+hw.env.MY_API_KEY=abc", "+hw.env.OMP_NUM_THREADS=2"]))
     assert pipeline.worker_env(cfg, "hf_" + "Q" * 34) == {"VLLM_CPU_KVCACHE_SPACE": "2", "OMP_NUM_THREADS": "2"}
 
 
@@ -74,9 +74,9 @@ INHERITANCE_PROBE = textwrap.dedent(
     import json, os, sys
     import ray
     from runner import pipeline, redaction
-    from runner.config import compose, to_dict
+    from runner.config import compose, to_object
 
-    config = to_dict(compose(["ray.num_cpus=2"]))
+    config = to_object(compose(["ray.num_cpus=2"]))
     env = pipeline.worker_env(config, redaction.hub_token())
     pipeline.start_ray(config, env)
     try:

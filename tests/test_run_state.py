@@ -27,6 +27,45 @@ def edited(**changes):
     return config
 
 
+# Config fingerprints as runs saved them before app.run took runner.schema's dataclasses
+# (computed from config.to_dict of the composed DictConfig at 0db2320). The plain data a run
+# saves is now made from the dataclasses (config.to_dict of config.to_object); it must be the
+# same to the byte, or a run started before would read as changed when resumed. A change to
+# conf/ or to the schema's defaults changes these on purpose: update them then, not otherwise.
+EARLIER_FINGERPRINTS = [
+    ((), "0e03448614a51694"),
+    (("prompt=extract",), "1ac67212954fa0a4"),
+    (("prompt=classify",), "a4b1fc1289ec0369"),
+    (("model=llama31_8b", "hw=l4", "engine=throughput"), "cd75663489acb4d5"),
+    (("dataset=synthetic", "tracking=off"), "d061d554fc3a1fd8"),
+    (("dataset=csv",), "f4a68faed41e0f04"),
+    (("+engine.extra.foo=1", "+hw.env.HF_TOKEN=abc", "dataset.limit=5", "prompt.temperature=0"), "a890335d8f875d60"),
+]
+
+
+@pytest.mark.parametrize("overrides, expected", EARLIER_FINGERPRINTS, ids=lambda v: " ".join(v) if isinstance(v, tuple) else v)
+def test_a_runs_config_fingerprint_is_what_earlier_runs_saved(overrides, expected, monkeypatch, tmp_path):
+    import yaml
+
+    from runner import app, redaction
+    from runner.config import compose, to_dict, to_object
+
+    for name in redaction.TOKEN_ENV_VARS:  # a secret's value is masked wherever it occurs
+        monkeypatch.delenv(name, raising=False)
+
+    class Input:
+        def fingerprint(self):
+            return {}
+
+    cfg = compose(list(overrides))
+    location = storage.resolve(str(tmp_path / "run"))
+    app._open_run_state(to_object(cfg), location, Input(), None, resume=False, force=False)
+    assert run_state.load(location).config_fingerprint == expected
+    assert json.loads(location.child(run_state.MANIFEST).read_text())["config_fingerprint"] == expected
+    # config.yaml: the same plain data, in the same key order, as the DictConfig gave
+    assert location.child(run_state.CONFIG).read_text() == yaml.safe_dump(redaction.redact(to_dict(cfg)), sort_keys=False)
+
+
 def test_manifest_round_trips_and_is_written_whole(tmp_path):
     where = storage.resolve(str(tmp_path / "run"))
     run_state.save(where, manifest())
@@ -130,11 +169,11 @@ def test_settle_on_s3(s3, monkeypatch):
 
 def test_checks_name_a_bucket_that_cannot_be_read_or_written_before_anything_starts(s3, monkeypatch):
     from runner import preflight
-    from runner.config import compose, to_dict
+    from runner.config import compose, to_object
 
     for key, value in s3.env.items():
         monkeypatch.setenv(key, value)
-    config = to_dict(compose(["dataset=jsonl", "dataset.path=s3://no-such-input/articles.jsonl"]))
+    config = to_object(compose(["dataset=jsonl", "dataset.path=s3://no-such-input/articles.jsonl"]))
     with pytest.raises(preflight.PreflightError) as refused:
         preflight.run_checks(config, storage.resolve("s3://no-such-output/runs/r1"))
     problems = refused.value.problems

@@ -7,19 +7,18 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 import pyarrow.parquet as pq
 import pytest
-from omegaconf import OmegaConf
-
 from runner import outputs, pipeline, preflight, prompt, schema, structured
 from runner.results import GENERATION_COLUMNS, shape_result
-from runner.config import compose, to_dict
+from runner.config import compose, to_object
+from tests.configs import prompt as prompt_section, typed_config
 
 
 def config(*overrides):
-    return to_dict(compose(overrides))
+    return typed_config(*overrides)
 
 
 def extract_spec():
-    return structured.spec(config("prompt=extract")["prompt"])
+    return structured.spec(config("prompt=extract").prompt)
 
 
 GOOD = {"headline": "Lisbon taxes empty homes", "people": ["Ines Carvalhal"], "places": ["Lisbon"], "summary": "A levy passed."}
@@ -27,7 +26,7 @@ GOOD = {"headline": "Lisbon taxes empty homes", "people": ["Ines Carvalhal"], "p
 
 def test_the_shipped_options_give_the_engine_a_constraint_on_every_row_and_placeholder():
     for option, key in (("extract", "json"), ("classify", "choice")):
-        prompt_cfg = config(f"prompt={option}")["prompt"]
+        prompt_cfg = config(f"prompt={option}").prompt
         request = prompt.build_request({"article": "Rain."}, prompt_cfg, prompt.column_map(prompt_cfg))
         constraint = request["sampling_params"]["structured_outputs"]
         assert list(constraint) == [key]
@@ -35,18 +34,18 @@ def test_the_shipped_options_give_the_engine_a_constraint_on_every_row_and_place
         placeholder = pipeline._placeholder_request(prompt_cfg)["sampling_params"]
         assert placeholder["structured_outputs"] == constraint
         assert {k: type(v) for k, v in placeholder.items()} == {k: type(v) for k, v in request["sampling_params"].items()}
-    schema_text = config("prompt=extract")["prompt"]
+    schema_text = config("prompt=extract").prompt
     assert json.loads(structured.engine_param(schema_text)["json"])["additionalProperties"] is False
-    assert "structured_outputs" not in prompt.sampling_params(config()["prompt"])  # free text: no constraint
+    assert "structured_outputs" not in prompt.sampling_params(config().prompt)  # free text: no constraint
 
 
 def test_schema_fields_become_typed_columns():
     spec = extract_spec()
     assert spec.columns == {"headline": "string", "people": "list<string>", "places": "list<string>", "summary": "string"}
-    odd = structured.spec({"json_schema": {"type": "object", "properties": {
+    odd = structured.spec(prompt_section(json_schema={"type": "object", "properties": {
         "n": {"type": "integer"}, "x": {"type": ["number", "null"]}, "ok": {"type": "boolean"},
         "tone": {"enum": ["calm", "angry"]}, "meta": {"type": "object"}, "pairs": {"type": "array", "items": {"type": "object"}},
-    }}})
+    }}))
     assert odd.columns == {"n": "int64", "x": "float64", "ok": "bool", "tone": "string", "meta": "json", "pairs": "json"}
     values, error = structured.parse(odd, '{"n": 3.0, "x": 2, "meta": {"a": [1]}, "pairs": [{"b": 1}]}')
     assert error == ""
@@ -78,7 +77,7 @@ def test_an_output_that_does_not_parse_or_validate_is_an_error_with_the_reason(o
 
 
 def test_choices_parse_to_a_label_only_when_in_the_list():
-    spec = structured.spec(config("prompt=classify")["prompt"])
+    spec = structured.spec(config("prompt=classify").prompt)
     assert spec.columns == {"label": "string"}
     assert structured.parse(spec, "sport") == ({"label": "sport"}, "")
     assert structured.parse(spec, " health\n") == ({"label": "health"}, "")
@@ -110,8 +109,8 @@ def test_a_schema_file_is_read_in_the_driver(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a path relative to where the runner starts
     cfg = compose(["prompt=extract", "prompt.json_schema=s.json", "prompt.score_field=topic"])
     schema.validate(cfg)
-    prompt_cfg = structured.resolved(OmegaConf.to_container(cfg, resolve=True)["prompt"])
-    assert prompt_cfg["json_schema"]["properties"]["topic"]["maxLength"] == 20  # the workers get the mapping
+    prompt_cfg = structured.resolved(to_object(cfg).prompt)
+    assert prompt_cfg.json_schema["properties"]["topic"]["maxLength"] == 20  # the workers get the mapping
     path.write_text("{not json")
     structured._schema_file.cache_clear()
     with pytest.raises(preflight.PreflightError, match="is not JSON"):

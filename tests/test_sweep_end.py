@@ -9,13 +9,14 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from runner import sweep
+from runner import schema, sweep
 
 
 def hydra_config(tmp_path, uri):
     return OmegaConf.create(
         {
-            "tracking": {"enabled": True, "uri": uri, "experiment": "runner"},
+            # Typed as the composed config's section is (run_schema).
+            "tracking": OmegaConf.structured(schema.TrackingConfig(enabled=True, uri=uri, experiment="runner")),
             "paths": {"outputs": str(tmp_path / "outputs")},
             "hydra": {"sweep": {"dir": str(tmp_path / "outputs" / "multirun" / "s")}, "sweeper": {"params": None}, "overrides": {"task": ["prompt.max_tokens=8,16"]}},
         }

@@ -8,7 +8,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from runner import compare as cmp
-from runner.config import compose, to_dict
+from tests.configs import typed_config
 from tests.conftest import TASK_SWEEP_ROWS
 from tests.e2e_helpers import read_results
 
@@ -36,7 +36,7 @@ def failed_rows(cwd, number):
 
 
 def prompt_cfg(option):
-    return to_dict(compose([f"prompt={option}"]))["prompt"]
+    return typed_config(f"prompt={option}").prompt
 
 
 @pytest.mark.slow
@@ -58,7 +58,7 @@ def test_the_summaries_are_scored_against_the_reference(sweep):
 @pytest.mark.slow
 def test_every_extracted_row_parses_against_the_schema(sweep):
     cwd, _, jobs = sweep
-    schema = prompt_cfg("extract")["json_schema"]
+    schema = prompt_cfg("extract").json_schema
     validator = Draft202012Validator(schema)
     rows = read_results(job_dir(cwd, 1) / "results")
     failed = failed_rows(cwd, 1)
@@ -81,7 +81,7 @@ def test_every_extracted_row_parses_against_the_schema(sweep):
 @pytest.mark.slow
 def test_every_label_is_one_of_the_choices(sweep):
     cwd, _, jobs = sweep
-    choices = prompt_cfg("classify")["choices"]
+    choices = prompt_cfg("classify").choices
     rows = read_results(job_dir(cwd, 2) / "results")
     assert len(rows) == ROWS and not failed_rows(cwd, 2)
     for row in rows:

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from mlflow.tracking import MlflowClient
 
 from runner import app, run_state, storage, sysmon, tracking
-from runner.config import compose, to_dict
+from runner.config import compose, to_dict, to_object
 
 # A job that ran an hour ago: 5 s of checks, a 60 s pipeline, 5 s to settle and seal.
 T0 = time.time() - 3600.0
@@ -136,7 +136,7 @@ def test_an_nvml_error_is_logged_once_and_cpu_sampling_goes_on(caplog):
 
 
 def test_a_failed_job_is_logged_from_when_it_started(tmp_path):
-    config = to_dict(compose([f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]))
+    config = to_object(compose([f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]))
     started = time.time() - 42.0
     run_id = tracking.log_failed_run(config, tmp_path / "outputs", "RuntimeError: engine died", started_at=started)
     run = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db").get_run(run_id)

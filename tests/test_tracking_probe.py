@@ -4,10 +4,11 @@ import os
 from pathlib import Path
 
 from runner import tracking
+from runner.schema import TrackingConfig
 
 
 def probe(uri: str, outputs_root: Path = Path("outputs")):
-    return tracking.probe({"uri": uri}, outputs_root)
+    return tracking.probe(TrackingConfig(uri=uri), outputs_root)
 
 
 def test_a_sqlite_store_where_nothing_can_be_created_is_caught():
@@ -48,5 +49,5 @@ def test_after_the_probe_the_real_store_opens_where_the_probe_cleaned_up(tmp_pat
 
     uri = f"sqlite:///{tmp_path}/store/mlflow.db"
     assert probe(uri, tmp_path) is None
-    experiment = tracking.open_store({"uri": uri, "experiment": "probe"}, tmp_path)
+    experiment = tracking.open_store(TrackingConfig(uri=uri, experiment="probe"), tmp_path)
     assert mlflow.get_experiment(experiment).name == "probe" and (tmp_path / "store" / "mlflow.db").is_file()

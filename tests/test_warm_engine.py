@@ -11,13 +11,13 @@ import pytest
 
 from runner import engine_server, pipeline, tracking, warm_engine
 from runner.models import ModelLocation
-from runner.config import CONF_DIR, compose, to_dict
+from runner.config import CONF_DIR, compose, to_object
 
 LOCATION = ModelLocation(source="/models/smollm2", load_format=None)
 
 
 def config(*overrides):
-    return to_dict(compose(list(overrides)))
+    return to_object(compose(list(overrides)))
 
 
 def spec(*overrides):
@@ -77,7 +77,7 @@ def test_driver_defines_the_engine_without_importing_vllm():
 
 def serve_row(row, *overrides):
     cfg = config(*overrides)
-    return pipeline._serve_request(row, prompt_cfg=cfg["prompt"], columns={"article": "article"}, id_column="id", fail_fast=False)
+    return pipeline._serve_request(row, prompt_cfg=cfg.prompt, columns={"article": "article"}, id_column="id", fail_fast=False)
 
 
 def test_a_row_reaches_the_engine_as_one_plain_request_and_keeps_its_columns():
@@ -157,8 +157,8 @@ class Refuse(importlib.abc.MetaPathFinder):  # what a machine without ray[serve]
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
 sys.meta_path.insert(0, Refuse())
 from runner import preflight
-from runner.config import compose, to_dict
-config = to_dict(compose(sys.argv[2:]))
+from runner.config import compose, to_object
+config = to_object(compose(sys.argv[2:]))
 try:
     preflight.run_checks(config)
     print("passed")

@@ -4,10 +4,11 @@ metrics `plain.*`, `pipeline.*` (with `*.log.*`, vLLM's own start-up figures) an
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Mapping
+from typing import Dict
 
 from runner import tracking
 from runner.bench.results import BenchResult
+from runner.schema import RunConfig
 
 
 def metrics(bench: BenchResult) -> Dict[str, float]:
@@ -19,11 +20,11 @@ def metrics(bench: BenchResult) -> Dict[str, float]:
     return out
 
 
-def log(bench: BenchResult, config: Mapping[str, Any], outputs_root: Path) -> str:
+def log(bench: BenchResult, config: RunConfig, outputs_root: Path) -> str:
     """Log the bench over its own span (from bench.started_at); returns the MLflow run id."""
     run_dir = Path(bench.run_dir)
-    name = config["tracking"].get("run_name") or f"bench-{config['model']['name']}-{config['hw']['name']}-{run_dir.name}"
-    tags = {"runner.kind": "bench", "runner.run_dir": str(run_dir), "runner.model": config["model"]["name"], "runner.hw": config["hw"]["name"]}
+    name = config.tracking.run_name or f"bench-{config.model.name}-{config.hw.name}-{run_dir.name}"
+    tags = {"runner.kind": "bench", "runner.run_dir": str(run_dir), "runner.model": config.model.name, "runner.hw": config.hw.name}
     files = [(run_dir / "bench.json", None)]
     files += [(run_dir / side / "log.txt", side) for side in bench.results if (run_dir / side / "log.txt").is_file()]
     return tracking.log_record(

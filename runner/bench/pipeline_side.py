@@ -7,10 +7,9 @@ import sys
 from pathlib import Path
 from typing import Dict, Mapping
 
-import yaml
-
 from runner import readers, result_files
 from runner.bench import child
+from runner.bench.config import load_side_config
 from runner.bench.results import SideRun
 
 RESULT_COLUMNS = ["num_input_tokens", "num_generated_tokens", "latency_s", "finished_at"]
@@ -20,16 +19,14 @@ def run(run_dir: Path) -> SideRun:
     marks = child.Marks()
     marks.stamp("child_start")
     side_dir = run_dir / "pipeline"
-    config = yaml.safe_load((run_dir / "side_config.yaml").read_text())
-
-    from omegaconf import OmegaConf
+    config = load_side_config(run_dir)
 
     from runner import app, models, pipeline
 
     marks.stamp("imported")
-    outcome = app.run(OmegaConf.create(config), side_dir / "run", outputs_root=side_dir / "outputs")
+    outcome = app.run(config, side_dir / "run", outputs_root=side_dir / "outputs")
     marks.stamp("app_returned")
-    id_column = readers.id_column(config["dataset"])
+    id_column = readers.id_column(config.dataset)
     table = read_results(outcome.results_dir, id_column)
     marks.update(outcome.pipeline_run.marks)
     marks.update(engine_marks(table, outcome.pipeline_run))
@@ -37,7 +34,7 @@ def run(run_dir: Path) -> SideRun:
     return SideRun(
         side="pipeline",
         marks=dict(marks),
-        engine_kwargs=pipeline.engine_kwargs(config, models.locate(config["model"])),
+        engine_kwargs=pipeline.engine_kwargs(config, models.locate(config.model)),
         rows=len(table["num_input_tokens"]),
         input_tokens=int(sum(table["num_input_tokens"])),
         output_tokens=int(sum(table["num_generated_tokens"])),

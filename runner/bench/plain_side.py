@@ -8,16 +8,15 @@ import sys
 from pathlib import Path
 from typing import Any, Dict
 
-import yaml
-
 from runner.bench import child
+from runner.bench.config import load_side_config
 from runner.bench.results import SideRun
 
 
 def run(run_dir: Path) -> SideRun:
     marks = child.Marks()
     marks.stamp("child_start")
-    config = yaml.safe_load((run_dir / "side_config.yaml").read_text())
+    config = load_side_config(run_dir)
     requests = [json.loads(line) for line in (run_dir / "requests.jsonl").read_text().splitlines() if line.strip()]
 
     from vllm import LLM, SamplingParams
@@ -25,7 +24,7 @@ def run(run_dir: Path) -> SideRun:
     from runner import models, pipeline
 
     marks.stamp("imported")
-    location = models.locate(config["model"])
+    location = models.locate(config.model)
     kwargs = pipeline.engine_kwargs(config, location)
     # Ray Data LLM's engine keeps vLLM's stats on (AsyncEngineArgs' default); LLM turns them
     # off by default. Same setting on both sides.

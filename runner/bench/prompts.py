@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Sequence
 
 from runner import prompt, readers
+from runner.schema import RunConfig
 
 
-def read_rows(config: Mapping[str, Any]) -> List[Dict[str, Any]]:
+def read_rows(config: RunConfig) -> List[Dict[str, Any]]:
     """Every row the run would read (within dataset.limit), with the ids the pipeline gives them."""
-    reader = readers.for_dataset(config["dataset"], text_columns=prompt.column_map(config["prompt"]).values())
+    reader = readers.for_dataset(config.dataset, text_columns=prompt.column_map(config.prompt).values())
     return reader.head(reader.scan().rows)
 
 
@@ -25,16 +26,16 @@ def chat_prompt(tokenizer, messages: List[Dict[str, str]]) -> str:
     )
 
 
-def build_requests(config: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], model_source: str) -> List[Dict[str, Any]]:
+def build_requests(config: RunConfig, rows: Sequence[Mapping[str, Any]], model_source: str) -> List[Dict[str, Any]]:
     """Rows -> id, prompt text and sampling params of each request."""
-    prompt_cfg = config["prompt"]
+    prompt_cfg = config.prompt
     columns = prompt.column_map(prompt_cfg)
-    id_column = readers.id_column(config["dataset"])
+    id_column = readers.id_column(config.dataset)
     tokenizer = None
-    if prompt_cfg["chat_template"]:
+    if prompt_cfg.chat_template:
         from transformers import AutoProcessor
 
-        tokenizer = AutoProcessor.from_pretrained(model_source, trust_remote_code=bool(config["model"]["trust_remote_code"]))
+        tokenizer = AutoProcessor.from_pretrained(model_source, trust_remote_code=config.model.trust_remote_code)
     requests = []
     for index, row in enumerate(rows):
         request = prompt.build_request(row, prompt_cfg, columns)

@@ -9,15 +9,17 @@ import os
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import yaml
 
 from runner import gpus, models, redaction
+from runner.config import to_dict
 from runner.bench import mlflow_run, prompts, report, spawn
 from runner.bench.config import compose, side_config
 from runner.bench.figures import RATIO_KEYS, ratios, token_check
 from runner.bench.results import SIDES, BenchResult, SideResult
+from runner.schema import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +36,10 @@ def run_bench(
 ) -> BenchResult:
     started_at = time.time()
     config = compose(overrides)
-    outputs_root = Path(outputs_root or config["paths"]["outputs"])
+    outputs_root = Path(outputs_root or config.paths.outputs)
     run_dir = (Path(out) if out else outputs_root / "bench" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")).resolve()
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(redaction.redact(config), sort_keys=False))
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(redaction.redact(to_dict(config)), sort_keys=False))
     (run_dir / "side_config.yaml").write_text(yaml.safe_dump(side_config(config), sort_keys=False))
     prep = prepare(config, sides, run_dir)
     if prewarm:
@@ -49,12 +51,12 @@ def run_bench(
         _report_side(results[side])
     bench = BenchResult(
         command="python -m runner.bench " + " ".join(overrides), started_at=started_at, overrides=list(overrides),
-        device=device_description(), cache=cache, model=config["model"]["name"], hw=config["hw"]["name"], prep=prep,
+        device=device_description(), cache=cache, model=config.model.name, hw=config.hw.name, prep=prep,
         results=results, ratios=ratios(results), tokens=token_check(results), run_dir=str(run_dir),
     )
     bench.table = report.side_by_side(bench)
     save(bench, run_dir, json_path)
-    if config["tracking"]["enabled"]:
+    if config.tracking.enabled:
         try:
             bench.mlflow_run_id = mlflow_run.log(bench, config, outputs_root)
         except Exception as error:  # noqa: BLE001 - the JSON is on disk whatever the store says
@@ -62,12 +64,12 @@ def run_bench(
     return bench
 
 
-def prepare(config: Mapping[str, Any], sides: Sequence[str], run_dir: Path) -> Dict[str, float]:
+def prepare(config: RunConfig, sides: Sequence[str], run_dir: Path) -> Dict[str, float]:
     """Before either side: the model located (the embedded one converted once) and, for the
     plain side, the requests written. Returns the seconds each took."""
     prep: Dict[str, float] = {}
     start = time.time()
-    location = models.locate(config["model"])
+    location = models.locate(config.model)
     prep["locate_s"] = time.time() - start
     if "plain" in sides:
         start = time.time()

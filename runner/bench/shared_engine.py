@@ -76,7 +76,7 @@ def table(result: Dict[str, Any]) -> str:
 
 def log_to_mlflow(result: Dict[str, Any], base: Sequence[str], out: Path) -> Optional[str]:
     config = compose(base)
-    if not config["tracking"]["enabled"]:
+    if not config.tracking.enabled:
         return None
     figures = {"sweep_s": result["sweep_s"]}
     if "single_s" in result:
@@ -84,7 +84,7 @@ def log_to_mlflow(result: Dict[str, Any], base: Sequence[str], out: Path) -> Opt
     for job in result["jobs"]:
         figures.update({f"job{job['job']}.{k}": float(v) for k, v in job.items() if k != "job"})
     tags = {"runner.kind": "bench", "runner.bench": "shared_engine", "runner.run_dir": str(out)}
-    return tracking.log_record(config, Path(config.get("paths", {}).get("outputs", "outputs")), f"shared-engine-{out.name}", tags, figures,
+    return tracking.log_record(config, Path(config.paths.outputs), f"shared-engine-{out.name}", tags, figures,
                                extra_params={"bench.sweep": result["sweep"]}, files=[(out / "shared_engine.json", None)],
                                started_at=result["started_at"])
 

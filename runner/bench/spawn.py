@@ -11,12 +11,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping
+from typing import Dict, List
 
 from runner import gpus
 from runner.bench import vllm_log
 from runner.bench.figures import figures
 from runner.bench.results import SideResult, SideRun
+from runner.schema import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +28,11 @@ SIDE_MODULES = {"plain": "runner.bench.plain_side", "pipeline": "runner.bench.pi
 LOG_TAIL_CHARS = 4000
 
 
-def run_side(side: str, run_dir: Path, config: Mapping[str, Any], cache: str, timeout_s: float) -> SideResult:
+def run_side(side: str, run_dir: Path, config: RunConfig, cache: str, timeout_s: float) -> SideResult:
     side_dir = run_dir / side
     side_dir.mkdir(parents=True, exist_ok=True)
     env = child_env()
-    env.update({str(k): str(v) for k, v in (config["hw"]["env"] or {}).items()})
+    env.update({str(k): str(v) for k, v in (config.hw.env or {}).items()})
     env.update(cache_env(side_dir, cache))
     cmd = [sys.executable, "-m", SIDE_MODULES[side], str(run_dir)]
     log_path = side_dir / "log.txt"
