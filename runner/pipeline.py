@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional
 
-from runner import cluster, engine_server, faults, outputs, prompt, ray_fixes, readers, redaction, results, run_state, samples, structured, warm_engine
+from runner import chatter, cluster, engine_server, faults, outputs, prompt, ray_fixes, readers, redaction, results, run_state, samples, structured, warm_engine
 from runner.models import ModelLocation
 from runner.storage import Location
 
@@ -93,7 +93,8 @@ def start_ray(cfg: Mapping[str, Any], env: Dict[str, str]) -> None:
     kwargs["include_dashboard"] = bool(cfg["ray"]["dashboard"])
     if cfg["ray"].get("num_cpus"):
         kwargs["num_cpus"] = int(cfg["ray"]["num_cpus"])
-    ray.init(**kwargs)
+    with chatter.around_ray_init():  # the workers' output to the run's log unless log.verbose
+        ray.init(**kwargs)
 
 
 def configure_data_context(cfg: Mapping[str, Any]) -> None:
