@@ -103,13 +103,24 @@ class ToRoot(logging.Handler):
 
 class RoutedLogger(logging.Logger):
     """The class of loggers made while the chatter is kept off the terminal: a library that
-    sets up its logger late (Ray LLM's, as the processor is built; MLflow's) gets a ToRoot
-    where it adds a terminal handler."""
+    sets up its logger late gets a ToRoot where it adds a terminal handler (Ray LLM's, as the
+    processor is built) or assigns a list holding one (MLflow's, as it is first imported)."""
+
+    def _routed(self, handler: logging.Handler) -> logging.Handler:
+        if _quiet and _is_stream_handler(handler) and not _own(self.name):
+            return ToRoot(self, handler.level)
+        return handler
 
     def addHandler(self, handler: logging.Handler) -> None:
-        if _quiet and _is_stream_handler(handler) and not _own(self.name):
-            handler = ToRoot(self, handler.level)
-        super().addHandler(handler)
+        super().addHandler(self._routed(handler))
+
+    @property
+    def handlers(self):
+        return self.__dict__["_handlers"]
+
+    @handlers.setter
+    def handlers(self, value) -> None:
+        self.__dict__["_handlers"] = [self._routed(h) for h in value]
 
 
 def reroute() -> None:

@@ -109,6 +109,10 @@ def test_a_quiet_job_sends_library_and_worker_output_to_its_log_file_only(job):
     late.addHandler(logging.StreamHandler(_ForwardsToStdout()))  # as MLflow's does
     late.propagate = False
     late.info("No cloud storage mirror configured")
+    assigned = logging.getLogger("mlflow_like.fake")  # imported after the job began, handlers assigned whole
+    assigned.handlers = [logging.StreamHandler(sys.stdout)]
+    assigned.propagate = False
+    assigned.warning("Creating initial database tables")
     chatter.log_worker_output(_batch("INFO 11-28 [loggers.py:335] Engine 000: Avg prompt throughput"))
     import warnings
 
@@ -116,7 +120,7 @@ def test_a_quiet_job_sends_library_and_worker_output_to_its_log_file_only(job):
     ray_logger.error("a worker died")
     shown, kept = terminal(), log_path.read_text()
     assert "input: 32 row(s)" in shown and "a worker died" in shown
-    for chatter_line in ("Started a local Ray instance", "No cloud storage mirror", "Engine 000", "deprecation"):
+    for chatter_line in ("Started a local Ray instance", "No cloud storage mirror", "database tables", "Engine 000", "deprecation"):
         assert chatter_line not in shown and chatter_line in kept, chatter_line
     assert "input: 32 row(s)" in kept and "nowhere" not in kept
 
