@@ -17,7 +17,7 @@ from typing import Any, Dict, Optional
 import yaml
 
 from runner import (
-    accounting, cluster, faults, metrics, models, outputs, pipeline, plan, preflight, prompt, readers, redaction, run_state, samples,
+    accounting, chatter, cluster, faults, metrics, models, outputs, pipeline, plan, preflight, prompt, readers, redaction, run_state, samples,
     storage, summary, sysmon,
     tracking,
 )
@@ -45,7 +45,8 @@ class RunOutcome:
     def summary(self) -> str:
         said = "was already finished" if self.already_finished else "finished"
         return summary.render(self.config, self.location, self.metrics, outcome=f"{self.location} {said}",
-                              mlflow_run_id=self.mlflow_run_id, tracking_uri=self.tracking_uri, tracking_error=self.tracking_error)
+                              mlflow_run_id=self.mlflow_run_id, tracking_uri=self.tracking_uri, tracking_error=self.tracking_error,
+                              log_file=chatter.log_file())
 
 
 def run_location(config: RunConfig, run_dir: Path, outputs_root: Path) -> Location:
@@ -59,6 +60,13 @@ def run_location(config: RunConfig, run_dir: Path, outputs_root: Path) -> Locati
     except ValueError:
         relative = Path(run_dir).name
     return storage.resolve(uri).child(*relative.split("/"))
+
+
+def chatter_file(location: Location, outputs_root: Path, resume: bool = False) -> Path:
+    """Where Ray's and vLLM's output goes when no log file is set up (runner.resume; `python -m
+    runner` writes it to Hydra's job log): always local, as the run may live at a URI."""
+    folder = Path(location.uri) if location.is_local else Path(outputs_root)
+    return folder / ("resume.log" if resume else "run.log")
 
 
 def resume_command(location: Location) -> str:
@@ -89,6 +97,7 @@ def run(
         raise preflight.PreflightError(problems)
     outputs_root = Path(outputs_root or config.paths.outputs)
     location = location or run_location(config, run_dir, outputs_root)
+    chatter.begin(config.log.verbose, chatter_file(location, outputs_root, resume))
     reader = preflight.run_checks(config, location, resume)
     if not cluster.target(config.ray):
         return _run_checked(config, location, reader, outputs_root, parent_run_id, tags, resume, force)

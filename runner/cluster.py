@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-from runner import models, ray_fixes, storage
+from runner import chatter, models, ray_fixes, storage
 from runner.schema import HardwareConfig, ModelSource, ModelWeights, RayConfig, RunConfig
 from runner.storage import Location
 
@@ -159,7 +159,8 @@ def connect(cfg: RunConfig, env: Mapping[str, str]) -> Cluster:
     if address is None:
         raise ValueError("connect() is for joining a cluster; ray.address/RAY_ADDRESS name none")
     runtime_env = driver_runtime_env(env, job_runtime_env())
-    ray.init(address=address, runtime_env=runtime_env or None, log_to_driver=True)
+    with chatter.around_ray_init():  # the workers' output to the run's log unless log.verbose
+        ray.init(address=address, runtime_env=runtime_env or None, log_to_driver=True)
     _current = describe(address)
     log.info(
         "joined the Ray cluster at %s: %d node(s), %s", address, len(_current.nodes),

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from runner import cluster, engine_server, faults, outputs, prompt, ray_fixes, readers, redaction, results, run_state, samples, structured, warm_engine
+from runner import chatter, cluster, engine_server, faults, outputs, prompt, ray_fixes, readers, redaction, results, run_state, samples, structured, warm_engine
 from runner.models import ModelLocation
 from runner.schema import OnRowError, OutputFormat, PromptConfig, RunConfig
 from runner.storage import Location
@@ -97,7 +97,8 @@ def start_ray(cfg: RunConfig, env: Dict[str, str]) -> None:
     kwargs["include_dashboard"] = cfg.ray.dashboard
     if cfg.ray.num_cpus:
         kwargs["num_cpus"] = cfg.ray.num_cpus
-    ray.init(**kwargs)
+    with chatter.around_ray_init():  # the workers' output to the run's log unless log.verbose
+        ray.init(**kwargs)
 
 
 def configure_data_context(cfg: RunConfig) -> None:

@@ -248,6 +248,15 @@ class PathsConfig:
 
 
 @dataclass
+class LogConfig:
+    # true: Ray's and vLLM's own output (the workers' lines, Ray's and Ray Data's messages,
+    # warnings) on the terminal, as Ray prints it; false: in the run's log file only
+    # (<run folder>/__main__.log, runner.chatter), the terminal keeping the runner's lines,
+    # errors, Ray Data's progress and the summary.
+    verbose: bool = False
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
@@ -260,6 +269,7 @@ class RunConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     errors: ErrorsConfig = field(default_factory=ErrorsConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+    log: LogConfig = field(default_factory=LogConfig)
     # Check config, model and data, print the plan, start nothing.
     dry_run: bool = False
 

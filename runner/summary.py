@@ -10,7 +10,8 @@ from runner.storage import Location
 
 
 def render(config: RunConfig, location: Location, metrics: Mapping[str, float], *, outcome: str,
-           mlflow_run_id: Optional[str] = None, tracking_uri: Optional[str] = None, tracking_error: Optional[str] = None) -> str:
+           mlflow_run_id: Optional[str] = None, tracking_uri: Optional[str] = None, tracking_error: Optional[str] = None,
+           log_file: Optional[str] = None) -> str:
     unit = "samples" if "samples_ok" in metrics else "rows"
     ok, failed = int(metrics.get(f"{unit}_ok", 0)), int(metrics.get(f"{unit}_failed", 0))
     lines = [f"runner: {outcome}"]
@@ -32,4 +33,6 @@ def render(config: RunConfig, location: Location, metrics: Mapping[str, float], 
         lines.append(f"  mlflow      {opened}{tracking.run_link(mlflow_run_id, tracking_uri)}")
     elif tracking_error:
         lines.append(f"  mlflow      not logged ({tracking_error}); log it with: python -m runner.track {location}")
+    if log_file:
+        lines.append(f"  log         {log_file} (Ray's and vLLM's output too; log.verbose=true shows that here)")
     return "\n".join(lines)

@@ -1,6 +1,7 @@
 """The default job, for real: Hydra -> embedded SmolLM2 -> Ray Data LLM on vLLM (CPU) -> files + MLflow."""
 
 import json
+import re
 
 import mlflow
 import pytest
@@ -101,3 +102,18 @@ def test_the_embedded_model_is_converted_once(default_job):
     before = weights.stat().st_mtime_ns
     assert embedded_model.ensure_converted("smollm2-135m-instruct") == folder
     assert weights.stat().st_mtime_ns == before
+
+
+@pytest.mark.slow
+def test_ray_and_vllm_output_goes_to_the_run_log_not_the_terminal(default_job):
+    cwd, done = default_job
+    terminal, log = done.stdout + done.stderr, (cwd / "outputs/runs/e2e/__main__.log").read_text()
+    # The engine actor's output (vLLM's start-up and shutdown), Ray's and Ray Data's own messages.
+    for chatter in ("Initializing a V1 LLM engine", "(MapWorker(MapBatches(vLLMEngineStageUDF)) pid=", "Started a local Ray instance",
+                    "Execution plan of Dataset", "Creating initial MLflow database tables"):
+        assert chatter not in terminal and chatter in log, chatter
+    # No INFO line but the runner's ("[runner.app][INFO] - ..."): vLLM's "INFO 11-28 ...", Ray's "\tINFO worker.py:...".
+    assert not [line for line in terminal.splitlines() if re.search(r"(^|\s)INFO\s", line)], terminal[-3000:]
+    # The runner's own lines stay, in its format, and the summary names the log.
+    assert "[runner.app][INFO] - run state at" in done.stdout and "[runner.app][INFO] - run state at" in log
+    assert f"  log         {cwd / 'outputs/runs/e2e/__main__.log'}" in done.stdout
