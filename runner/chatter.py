@@ -233,3 +233,23 @@ def _file_handler(path: Path) -> logging.Handler:
     handler.setFormatter(logging.Formatter(LOG_FORMAT))
     handler.addFilter(RedactingFilter())
     return handler
+
+
+def end() -> None:
+    """Undo `begin` for this process: the file handler it added, the logger class for loggers
+    made from now on, and the captured warnings (for a caller that goes on after its jobs,
+    such as a test session; a library logger already rerouted stays so)."""
+    global _quiet, _log_file, _added
+    root = logging.getLogger()
+    if _added is not None:
+        root.removeHandler(_added)
+        _added.close()
+        _added = None
+    for handler in root.handlers:
+        for terminal_filter in [f for f in handler.filters if isinstance(f, TerminalFilter)]:
+            handler.removeFilter(terminal_filter)
+    if logging.getLoggerClass() is RoutedLogger:
+        logging.setLoggerClass(logging.Logger)
+    if _quiet:
+        logging.captureWarnings(False)
+    _quiet, _log_file = False, None

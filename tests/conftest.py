@@ -37,3 +37,13 @@ def prompt_sweep(tmp_path_factory):
     mlflow.set_tracking_uri(f"sqlite:///{cwd}/outputs/mlflow.db")
     runs = mlflow.search_runs(experiment_names=["runner"])
     return cwd, done, runs
+
+
+@pytest.fixture(autouse=True)
+def _chatter_mode_ends_with_each_test():
+    """A test that runs a job in this process (app.run) sets the chatter's mode for the process,
+    as a job does; the next test starts as a fresh process would."""
+    yield
+    from runner import chatter
+
+    chatter.end()

@@ -184,7 +184,8 @@ def test_ray_forwards_worker_output_to_the_log_or_its_own_printer_by_the_jobs_mo
 
 def test_the_summary_says_where_the_log_is(tmp_path):
     from runner import storage, summary
+    from tests.configs import typed_config
 
-    text = summary.render({"output": {"format": "parquet"}}, storage.resolve(str(tmp_path)), {"rows_ok": 1}, outcome="x",
+    text = summary.render(typed_config(), storage.resolve(str(tmp_path)), {"rows_ok": 1}, outcome="x",
                           log_file="/runs/x/__main__.log")
     assert "  log         /runs/x/__main__.log (Ray's and vLLM's output too; log.verbose=true shows that here)" in text
