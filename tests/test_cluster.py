@@ -184,7 +184,11 @@ def test_default_job_submitted_killed_mid_run_and_resumed_each_row_once_on_both_
     # bucket into its own home (it cannot see the driver's converted copy).
     after = batches_per_node(lab)
     assert all(a > b for a, b in zip(after, before)), (before, after)
-    assert "/tmp/home/.cache/huggingface" in output
+    # The workers' output (the replica's model path among it) is in the run's log, not the terminal.
+    log_lines = [line.split(None, 1)[1] for line in output.splitlines() if line.startswith("  log ")]
+    assert log_lines, output[-3000:]
+    log_path = Path(log_lines[0].split(" (", 1)[0])
+    assert "/tmp/home/.cache/huggingface" in (log_path if log_path.is_absolute() else lab.work / log_path).read_text()
     assert_cluster_up_and_the_run_gone(lab)
     assert_no_secret_anywhere(lab, [job_output, output])
 

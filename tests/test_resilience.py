@@ -84,37 +84,53 @@ def engine_processes(since: float):
     return found
 
 
-@pytest.mark.slow
-def test_ctrl_c_leaves_no_engine_or_ray_process_and_readable_results(tmp_path):
-    started = time.time()
-    run_dir = tmp_path / "outputs/runs/interrupted"
-    proc = start_background_run(tmp_path, *SLOW_TRICKLE, "hydra.run.dir=outputs/runs/interrupted")
-    wait_for_partial_results(run_dir / "results", proc)
-    assert engine_processes(started), "the run should have engine processes while it runs"
-    os.killpg(proc.pid, signal.SIGINT)
-    assert proc.wait(timeout=120) == 130
-    assert_clean_shutdown(started, run_dir, "by Ctrl-C")
-
-
-def assert_clean_shutdown(started: float, run_dir: Path, how: str) -> None:
+def assert_clean_shutdown(started: float, run_dir: Path, how: str, rows_written: bool = True) -> None:
     deadline = time.time() + 30
     while engine_processes(started) and time.time() < deadline:
         time.sleep(1)
     left = [(p.pid, p.info["name"]) for p in engine_processes(started)]
     assert left == []
-    rows = read_results(run_dir / "results")
-    assert rows and all(r["generated_text"] for r in rows)
-    said = f"the run was interrupted {how}; rows already written are kept. Finish it with: python -m runner.resume {run_dir}"
+    if rows_written:
+        rows = read_results(run_dir / "results")
+        assert rows and all(r["generated_text"] for r in rows)
+        kept = "rows already written are kept"
+    else:
+        assert not glob.glob(str(run_dir / "results" / "*.parquet"))
+        kept = "no row was written yet"
+    said = f"the run was interrupted {how}; {kept}. Finish it with: python -m runner.resume {run_dir}"
     assert said in (run_dir.parents[2] / "run.log").read_text()
     assert said in (run_dir / "__main__.log").read_text()  # the run's own log ends with it too
 
 
-def engine_environments(since: float) -> dict:
-    """pid -> environment of the vLLM engine's processes (the Ray actor and its EngineCore)."""
+def descendants(proc: subprocess.Popen) -> set:
+    """Pids of everything a run started (its local Ray, the workers, vLLM's processes)."""
+    try:
+        return {child.pid for child in psutil.Process(proc.pid).children(recursive=True)}
+    except psutil.Error:
+        return set()
+
+
+def wait_for_engine_start(proc: subprocess.Popen, timeout: float = 300) -> None:
+    """Until vLLM's engine core process of this run exists (the engine is loading)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        for pid in descendants(proc):
+            try:
+                if "EngineCore" in " ".join(psutil.Process(pid).cmdline()) + psutil.Process(pid).name():
+                    return
+            except psutil.Error:
+                continue
+        time.sleep(0.2)
+    pytest.fail(f"no engine core started within {timeout} s (exit {proc.poll()})")
+
+
+def engine_environments(since: float, run: subprocess.Popen) -> dict:
+    """pid -> environment of the run's vLLM engine processes (the Ray actor and its EngineCore)."""
     found = {}
+    mine = descendants(run)
     for proc in engine_processes(since):
         text = " ".join(proc.info["cmdline"] or []) + " " + (proc.info["name"] or "")
-        if "vLLM" in text or "EngineCore" in text:
+        if proc.pid in mine and ("vLLM" in text or "EngineCore" in text):
             try:
                 found[proc.pid] = (text[:120], proc.environ())
             except psutil.Error:
@@ -123,17 +139,35 @@ def engine_environments(since: float) -> dict:
 
 
 @pytest.mark.slow
-def test_sigterm_shuts_down_like_ctrl_c_and_exits_143(tmp_path):
-    """Seen: SIGTERM ended the run with exit 15, no resume line, no end line in the log."""
+def test_ctrl_c_while_the_engine_loads_and_sigterm_mid_run_leave_nothing_running(tmp_path):
+    """Two runs at once (one engine start-up's wait for the suite instead of two): Ctrl-C to one
+    while its engine is still loading, SIGTERM (what a scheduler or `kill` sends) to the other
+    once results are written, each to its whole process group. Each exits as the rule says
+    (130, 143) with the resume line, no process of either is left, and what was written stays.
+    Seen before: SIGTERM ended the run with exit 15, no resume line, no end line in the log."""
     started = time.time()
     token = "hf_InheritedByTheEngine0123456789abcdef"
-    run_dir = tmp_path / "outputs/runs/terminated"
-    proc = start_background_run(tmp_path, *SLOW_TRICKLE, "hydra.run.dir=outputs/runs/terminated", env={"HF_TOKEN": token})
-    wait_for_partial_results(run_dir / "results", proc)
-    # The engine got the token by inheritance from the driver (what a hub download reads), not runtime_env.
-    engines = engine_environments(started)
-    assert engines, "no vLLM engine process found"
-    assert all(environ.get("HF_TOKEN") == token for _, environ in engines.values()), {p: t for p, (t, _) in engines.items()}
-    os.killpg(proc.pid, signal.SIGTERM)  # what a scheduler or `kill` sends, to the whole group
-    assert proc.wait(timeout=120) == 143, (tmp_path / "run.log").read_text()[-3000:]
-    assert_clean_shutdown(started, run_dir, "by SIGTERM")
+    (tmp_path / "ctrl_c").mkdir()
+    (tmp_path / "sigterm").mkdir()
+    terminated_dir = tmp_path / "sigterm/outputs/runs/terminated"
+    interrupted_dir = tmp_path / "ctrl_c/outputs/runs/interrupted"
+    terminated = start_background_run(tmp_path / "sigterm", *SLOW_TRICKLE, "hydra.run.dir=outputs/runs/terminated", env={"HF_TOKEN": token})
+    interrupted = start_background_run(tmp_path / "ctrl_c", *SLOW_TRICKLE, "hydra.run.dir=outputs/runs/interrupted")
+    try:
+        wait_for_engine_start(interrupted)
+        os.killpg(interrupted.pid, signal.SIGINT)
+        assert interrupted.wait(timeout=120) == 130, (tmp_path / "ctrl_c/run.log").read_text()[-3000:]
+
+        wait_for_partial_results(terminated_dir / "results", terminated)
+        # The engine got the token by inheritance from the driver (what a hub download reads), not runtime_env.
+        engines = engine_environments(started, terminated)
+        assert engines, "no vLLM engine process found"
+        assert all(environ.get("HF_TOKEN") == token for _, environ in engines.values()), {p: t for p, (t, _) in engines.items()}
+        os.killpg(terminated.pid, signal.SIGTERM)
+        assert terminated.wait(timeout=120) == 143, (tmp_path / "sigterm/run.log").read_text()[-3000:]
+    finally:
+        for run in (interrupted, terminated):
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
+    assert_clean_shutdown(started, interrupted_dir, "by Ctrl-C", rows_written=False)
+    assert_clean_shutdown(started, terminated_dir, "by SIGTERM")
