@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pyarrow.fs as pafs
 import pytest
 
@@ -96,16 +97,23 @@ def assert_cluster_up_and_the_run_gone(lab: Lab, timeout_s: float = 90.0):
     while True:
         state = lab.cluster.ray_state()
         ours = [a for a in state["actors"] if a["state"] != "DEAD" and not a["detached"]]
-        leftovers = [
-            (p.pid, p.name()) for node in lab.cluster.nodes for p in node.processes()
-            if any(marker in p.name() for marker in ENGINE_PROCESS_MARKERS)
-        ]
+        leftovers = [(pid, name) for node in lab.cluster.nodes for pid, name in _names(node.processes())
+                     if any(marker in name for marker in ENGINE_PROCESS_MARKERS)]
         if not ours and not leftovers:
             break
         assert time.monotonic() < deadline, f"left on the cluster: actors {ours}, processes {leftovers}"
         time.sleep(2)
     assert sum(1 for n in state["nodes"] if n["alive"]) == 2
     assert {a["class"] for a in state["actors"] if a["state"] != "DEAD"} <= RAY_DATA_ACTORS
+
+
+def _names(processes):
+    """(pid, name) of each process still there: one may exit between the listing and the look."""
+    for proc in processes:
+        try:
+            yield proc.pid, proc.name()
+        except psutil.NoSuchProcess:
+            continue
 
 
 def assert_no_secret_anywhere(lab: Lab, outputs):
