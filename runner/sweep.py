@@ -7,6 +7,7 @@ sweep gets a fresh id, so a re-run sweep never mixes with an old one.
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
 import os
@@ -43,6 +44,9 @@ def job_tags(overrides: List[str]) -> Dict[str, str]:
 class SweepTracking(Callback):
     def __init__(self) -> None:
         self.results: List[str] = []
+        # The parent run while it is open: (tracking settings, outputs root, run id, sweep id).
+        self._open: Optional[tuple] = None
+        self._exit_hook = False
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -63,6 +67,10 @@ class SweepTracking(Callback):
             log.error("tracking: could not open the sweep's parent run (%s); jobs are logged without it", error)
             return
         os.environ[PARENT_RUN_ENV] = parent
+        self._open = (OmegaConf.to_object(config.tracking), Path(config.paths.outputs), parent, sweep_id)
+        if not self._exit_hook:
+            atexit.register(self._close_if_left_open)
+            self._exit_hook = True
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / "sweep.json").write_text(json.dumps({"sweep_id": sweep_id, "parent_run_id": parent}))
         log.info("sweep %s: MLflow parent run %s", sweep_id, parent)
@@ -77,6 +85,7 @@ class SweepTracking(Callback):
             warm_engine.end_of_sweep()
         except Exception as error:  # noqa: BLE001 - every job's rows are written; the exit hook tries again
             log.error("stopping the sweep's engine failed (%s)", error)
+        self._open = None
         parent = os.environ.pop(PARENT_RUN_ENV, None)
         sweep_id = os.environ.pop(SWEEP_ID_ENV, None)
         if not parent:
@@ -91,6 +100,21 @@ class SweepTracking(Callback):
             return
         if len(self.results) > failed:
             self._compare(tracking_cfg, outputs_root, sweep_id, parent)
+
+    def _close_if_left_open(self) -> None:
+        """Hydra raises past on_multirun_end when it cannot compose a job's config (a choice
+        in the sweep that does not exist): at exit, a parent still open is closed as FAILED
+        rather than left RUNNING for ever."""
+        if self._open is None:
+            return
+        tracking_cfg, outputs_root, parent, sweep_id = self._open
+        self._open = None
+        jobs = len(self.results)
+        log.error("sweep %s stopped before its jobs were done (%d of them ran); its MLflow parent run %s is closed as FAILED", sweep_id, jobs, parent)
+        try:
+            tracking.end_sweep_run(tracking_cfg, outputs_root, parent, jobs, sum(1 for r in self.results if r != "finished"), status="FAILED")
+        except Exception as error:  # noqa: BLE001 - at exit, saying how to close it is all that is left
+            _report_unclosed(tracking_cfg, outputs_root, parent, sweep_id, "FAILED", error)
 
     @staticmethod
     def _compare(tracking_cfg: TrackingConfig, outputs_root: Path, sweep_id: str, parent: str) -> None:

@@ -257,9 +257,10 @@ def sweep_status(jobs: int, failed: int) -> str:
     return "FAILED" if jobs and failed == jobs else "FINISHED"
 
 
-def end_sweep_run(tracking: TrackingConfig, outputs_root: Path, run_id: str, jobs: int, failed: int) -> None:
-    """Log the job counts on the sweep's parent run and close it; the run is closed even when
-    the counts cannot be logged, so it never stays RUNNING for want of them."""
+def end_sweep_run(tracking: TrackingConfig, outputs_root: Path, run_id: str, jobs: int, failed: int, status: Optional[str] = None) -> None:
+    """Log the job counts on the sweep's parent run and close it (as `status`, else by the
+    counts); the run is closed even when the counts cannot be logged, so it never stays
+    RUNNING for want of them."""
     import mlflow
     from mlflow.entities import Metric
 
@@ -269,7 +270,7 @@ def end_sweep_run(tracking: TrackingConfig, outputs_root: Path, run_id: str, job
     try:
         client.log_batch(run_id, metrics=[Metric("jobs", jobs, now, 0), Metric("jobs_failed", failed, now, 0)])
     finally:
-        client.set_terminated(run_id, sweep_status(jobs, failed))
+        client.set_terminated(run_id, status or sweep_status(jobs, failed))
 
 
 def log_failed_run(

@@ -75,3 +75,16 @@ def test_a_sweep_whose_every_job_failed_closes_its_parent_as_failed(started):
     callback.on_multirun_end(config)
     run = MlflowClient().get_run(parent)
     assert run.info.status == "FAILED" and run.data.metrics == {"jobs": 2.0, "jobs_failed": 2.0}
+
+
+def test_a_sweep_hydra_cannot_compose_closes_its_parent_as_failed(tmp_path):
+    """Seen: `-m prompt=nope,summarize` ended with Hydra's error before any job, and the parent
+    run it had opened stayed RUNNING for ever."""
+    from tests.e2e_helpers import run_cli
+
+    done = run_cli(tmp_path, "-m", "prompt=nope,summarize")
+    assert done.returncode == 2, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "closed as FAILED" in done.stderr + done.stdout
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/outputs/mlflow.db")
+    runs = mlflow.search_runs(experiment_names=["runner"])
+    assert list(runs["tags.runner.role"]) == ["sweep"] and list(runs["status"]) == ["FAILED"]
