@@ -305,6 +305,19 @@ def build_processor(cfg: RunConfig, location: ModelLocation, env: Dict[str, str]
     )
 
 
+def _python_sigterm_handler_back() -> None:
+    """Ray's C++ core installs its own SIGTERM handler, which logs and aborts the process
+    (exit -6, no cleanup, no resume line): seen once a sweep's shared engine and its Serve
+    handles were set up. Setting the Python handler again puts the job's own back in front."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    handler = signal.getsignal(signal.SIGTERM)
+    if handler is not None:
+        signal.signal(signal.SIGTERM, handler)
+
+
 def stop_ray(grace_s: float = 15.0) -> List[int]:
     """Shut Ray down and make sure nothing it started lives on; returns the pids killed.
 
@@ -364,6 +377,7 @@ def run(cfg: RunConfig, model: ModelLocation, location: Location, reader, scan, 
             spec = warm_engine.spec(cfg, model, env, engine_kwargs(cfg, model))
             engine = warm_engine.acquire(cfg, spec)
             engine_app = warm_engine.current().app
+            _python_sigterm_handler_back()
         else:
             engine, engine_app = {"id": uuid.uuid4().hex[:8], "mode": "per_job", "started": True}, None
         light_cpus = cfg.processor.light_stage_num_cpus
@@ -378,6 +392,7 @@ def run(cfg: RunConfig, model: ModelLocation, location: Location, reader, scan, 
             original_columns.append(samples.SAMPLE_COLUMN)
         marks["dataset_ready"] = time.time()
         processor = build_processor(cfg, model, env, original_columns, engine_app)
+        _python_sigterm_handler_back()
         marks["processor_built"] = time.time()
         out = processor(dataset)
         results = location.child(run_state.RESULTS)

@@ -84,7 +84,7 @@ def engine_processes(since: float):
     return found
 
 
-def assert_clean_shutdown(started: float, run_dir: Path, how: str, rows_written: bool = True) -> None:
+def assert_clean_shutdown(started: float, run_dir: Path, how: str, rows_written: bool = True, log_path: Path = None) -> None:
     deadline = time.time() + 30
     while engine_processes(started) and time.time() < deadline:
         time.sleep(1)
@@ -98,7 +98,7 @@ def assert_clean_shutdown(started: float, run_dir: Path, how: str, rows_written:
         assert not glob.glob(str(run_dir / "results" / "*.parquet"))
         kept = "no row was written yet"
     said = f"the run was interrupted {how}; {kept}. Finish it with: python -m runner.resume {run_dir}"
-    assert said in (run_dir.parents[2] / "run.log").read_text()
+    assert said in (log_path or run_dir.parents[2] / "run.log").read_text()
     assert said in (run_dir / "__main__.log").read_text()  # the run's own log ends with it too
 
 
@@ -138,36 +138,45 @@ def engine_environments(since: float, run: subprocess.Popen) -> dict:
     return found
 
 
+# A sweep of two jobs on one shared engine (runner.warm_engine), rows in trickles.
+SHARED_ENGINE_SWEEP = (
+    "-m", "processor.batch_size=4,8", "processor.rows_per_file=4", "processor.max_concurrent_batches=1", "prompt.max_tokens=48",
+    "dataset.limit=16", "hydra.sweep.dir=outputs/multirun/s",
+)
+
+
 @pytest.mark.slow
-def test_ctrl_c_while_the_engine_loads_and_sigterm_mid_run_leave_nothing_running(tmp_path):
-    """Two runs at once (one engine start-up's wait for the suite instead of two): Ctrl-C to one
-    while its engine is still loading, SIGTERM (what a scheduler or `kill` sends) to the other
-    once results are written, each to its whole process group. Each exits as the rule says
-    (130, 143) with the resume line, no process of either is left, and what was written stays.
-    Seen before: SIGTERM ended the run with exit 15, no resume line, no end line in the log."""
+def test_ctrl_c_while_the_engine_loads_and_sigterm_mid_sweep_leave_nothing_running(tmp_path):
+    """Two runs at once (one engine start-up's wait for the suite instead of two): Ctrl-C to a
+    job while its engine is still loading, and SIGTERM (what a scheduler or `kill` sends) to a
+    sweep on the shared engine once its first job's rows flow, each to its whole process group.
+    Each exits as the rule says (130, 143) with the resume line, no process of either is left,
+    and what was written stays. Seen before: SIGTERM ended a run with exit 15, no resume line,
+    no end line in the log; and in a shared-engine sweep's first job the driver died in Ray's
+    C++ SIGTERM handler (exit -6 or 1) instead."""
     started = time.time()
     token = "hf_InheritedByTheEngine0123456789abcdef"
-    (tmp_path / "ctrl_c").mkdir()
-    (tmp_path / "sigterm").mkdir()
-    terminated_dir = tmp_path / "sigterm/outputs/runs/terminated"
+    for name in ("ctrl_c", "sweep"):
+        (tmp_path / name).mkdir()
     interrupted_dir = tmp_path / "ctrl_c/outputs/runs/interrupted"
-    terminated = start_background_run(tmp_path / "sigterm", *SLOW_TRICKLE, "hydra.run.dir=outputs/runs/terminated", env={"HF_TOKEN": token})
+    swept_dir = tmp_path / "sweep/outputs/multirun/s/0"
+    swept = start_background_run(tmp_path / "sweep", *SHARED_ENGINE_SWEEP, env={"HF_TOKEN": token})
     interrupted = start_background_run(tmp_path / "ctrl_c", *SLOW_TRICKLE, "hydra.run.dir=outputs/runs/interrupted")
     try:
         wait_for_engine_start(interrupted)
         os.killpg(interrupted.pid, signal.SIGINT)
         assert interrupted.wait(timeout=120) == 130, (tmp_path / "ctrl_c/run.log").read_text()[-3000:]
 
-        wait_for_partial_results(terminated_dir / "results", terminated)
+        wait_for_partial_results(swept_dir / "results", swept, files=1)
         # The engine got the token by inheritance from the driver (what a hub download reads), not runtime_env.
-        engines = engine_environments(started, terminated)
+        engines = engine_environments(started, swept)
         assert engines, "no vLLM engine process found"
         assert all(environ.get("HF_TOKEN") == token for _, environ in engines.values()), {p: t for p, (t, _) in engines.items()}
-        os.killpg(terminated.pid, signal.SIGTERM)
-        assert terminated.wait(timeout=120) == 143, (tmp_path / "sigterm/run.log").read_text()[-3000:]
+        os.killpg(swept.pid, signal.SIGTERM)
+        assert swept.wait(timeout=120) == 143, (tmp_path / "sweep/run.log").read_text()[-3000:]
     finally:
-        for run in (interrupted, terminated):
+        for run in (interrupted, swept):
             if run.poll() is None:
                 os.killpg(run.pid, signal.SIGKILL)
     assert_clean_shutdown(started, interrupted_dir, "by Ctrl-C", rows_written=False)
-    assert_clean_shutdown(started, terminated_dir, "by SIGTERM")
+    assert_clean_shutdown(started, swept_dir, "by SIGTERM", log_path=tmp_path / "sweep/run.log")
