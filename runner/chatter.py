@@ -202,10 +202,7 @@ def begin(verbose: bool, fallback_file: Optional[Path] = None) -> None:
     job of this process added). With no file at all the job stays verbose."""
     global _quiet, _log_file, _added
     root = logging.getLogger()
-    if _added is not None:
-        root.removeHandler(_added)
-        _added.close()
-        _added = None
+    _remove_added_file()
     files = [h for h in root.handlers if isinstance(h, logging.FileHandler)]
     if not verbose and not files and fallback_file is not None:
         _added = _file_handler(Path(fallback_file))
@@ -224,6 +221,15 @@ def begin(verbose: bool, fallback_file: Optional[Path] = None) -> None:
     reroute()
 
 
+def _remove_added_file() -> None:
+    """The file handler `begin` added for an earlier job, if any: removed and closed."""
+    global _added
+    if _added is not None:
+        logging.getLogger().removeHandler(_added)
+        _added.close()
+        _added = None
+
+
 def _file_handler(path: Path) -> logging.Handler:
     from runner.cli import LOG_FORMAT
     from runner.redaction import RedactingFilter
@@ -239,12 +245,9 @@ def end() -> None:
     """Undo `begin` for this process: the file handler it added, the logger class for loggers
     made from now on, and the captured warnings (for a caller that goes on after its jobs,
     such as a test session; a library logger already rerouted stays so)."""
-    global _quiet, _log_file, _added
+    global _quiet, _log_file
     root = logging.getLogger()
-    if _added is not None:
-        root.removeHandler(_added)
-        _added.close()
-        _added = None
+    _remove_added_file()
     for handler in root.handlers:
         for terminal_filter in [f for f in handler.filters if isinstance(f, TerminalFilter)]:
             handler.removeFilter(terminal_filter)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from runner import cluster, engine_server
+from runner import cluster, engine_server, run_state
 from runner.models import ModelLocation
 from runner.schema import RunConfig
 
@@ -232,18 +232,7 @@ def acquire(cfg: RunConfig, wanted_spec: Spec) -> Dict[str, Any]:
 
 def _key_change(old: str, new: str) -> str:
     """Which of the engine's settings differ from the running engine's (for the log)."""
-    before, after = _flat(json.loads(old)), _flat(json.loads(new))
-    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    return ", ".join(f"{k}: {before.get(k)!r} -> {after.get(k)!r}" for k in changed) or "its previous one is unusable"
-
-
-def _flat(value: Any, prefix: str = "") -> Dict[str, Any]:
-    if not isinstance(value, dict):
-        return {prefix: value}
-    flat: Dict[str, Any] = {}
-    for name, inner in value.items():
-        flat.update(_flat(inner, f"{prefix}.{name}" if prefix else str(name)))
-    return flat
+    return ", ".join(run_state.config_changes(json.loads(old), json.loads(new))) or "its previous one is unusable"
 
 
 def _deploy(wanted_spec: Spec, timeout_s: float) -> Engine:
