@@ -21,8 +21,6 @@ STARTED_AT = time.time()
 _terminated = False
 # Set once Hydra composed the config and a job began: a failure from then on is not a refused command line.
 _a_job_started = False
-# A sweep's jobs, as they end: Hydra ends a multirun with 0 whatever they did.
-_sweep_jobs = {"ran": 0, "failed": 0}
 
 
 def _on_sigterm(signum, frame):
@@ -45,7 +43,6 @@ def main(cfg: DictConfig) -> str:
     tags = sweep.job_tags(list(hydra_cfg.overrides.task))
     parent = sweep.current()["parent_run_id"]
     signal.signal(signal.SIGTERM, _on_sigterm)
-    _sweep_jobs["ran"] += in_sweep
     try:
         outcome = app.run(to_object(cfg), run_dir, parent_run_id=parent, tags=tags)
         if not cfg.dry_run:
@@ -73,7 +70,6 @@ def main(cfg: DictConfig) -> str:
             sys.exit(errors.exit_code(error))
         # One failed job must not end the sweep: record it and let the next one run.
         _record_failure(cfg, error, parent, tags, job_started)
-        _sweep_jobs["failed"] += 1
         return "failed"
 
 
@@ -130,9 +126,10 @@ def _record_failure(cfg: DictConfig, error: Exception, parent, tags, started_at:
 
 
 def _exit_if_a_sweep_job_failed() -> None:
-    """By the exit-code rule a sweep with a failed job failed (exit 1), though the others ran."""
-    if _sweep_jobs["failed"]:
-        log.error("%d of %d job(s) of the sweep failed; each is a FAILED run in MLflow with its error", _sweep_jobs["failed"], _sweep_jobs["ran"])
+    """By the exit-code rule a sweep with a failed job failed (exit 1), though the others ran;
+    Hydra ends a multirun with 0 whatever its jobs did."""
+    if sweep.last_sweep["failed"]:
+        log.error("%d of %d job(s) of the sweep failed; each is a FAILED run in MLflow with its error", sweep.last_sweep["failed"], sweep.last_sweep["jobs"])
         sys.exit(errors.EXIT_FAILED)
 
 

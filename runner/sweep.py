@@ -25,6 +25,8 @@ from runner.schema import TrackingConfig
 log = logging.getLogger(__name__)
 
 SWEEP_ID_ENV = "RUNNER_SWEEP_ID"
+# The last sweep of this process that ended: its jobs and how many failed (runner.__main__'s exit code).
+last_sweep = {"jobs": 0, "failed": 0}
 PARENT_RUN_ENV = "RUNNER_SWEEP_PARENT_RUN_ID"
 
 
@@ -86,13 +88,14 @@ class SweepTracking(Callback):
         except Exception as error:  # noqa: BLE001 - every job's rows are written; the exit hook tries again
             log.error("stopping the sweep's engine failed (%s)", error)
         self._open = None
+        failed = self._failed()
+        last_sweep.update(jobs=len(self.results), failed=failed)
         parent = os.environ.pop(PARENT_RUN_ENV, None)
         sweep_id = os.environ.pop(SWEEP_ID_ENV, None)
         if not parent:
             return
         tracking_cfg = OmegaConf.to_object(config.tracking)
         outputs_root = Path(config.paths.outputs)
-        failed = sum(1 for r in self.results if r != "finished")
         try:
             tracking.end_sweep_run(tracking_cfg, outputs_root, parent, len(self.results), failed)
         except Exception as error:  # noqa: BLE001 - every job is done and logged; a raise here is only a traceback
@@ -100,6 +103,9 @@ class SweepTracking(Callback):
             return
         if len(self.results) > failed:
             self._compare(tracking_cfg, outputs_root, sweep_id, parent)
+
+    def _failed(self) -> int:
+        return sum(1 for r in self.results if r != "finished")
 
     def _close_if_left_open(self) -> None:
         """Hydra raises past on_multirun_end when it cannot compose a job's config (a choice
@@ -112,7 +118,7 @@ class SweepTracking(Callback):
         jobs = len(self.results)
         log.error("sweep %s stopped before its jobs were done (%d of them ran); its MLflow parent run %s is closed as FAILED", sweep_id, jobs, parent)
         try:
-            tracking.end_sweep_run(tracking_cfg, outputs_root, parent, jobs, sum(1 for r in self.results if r != "finished"), status="FAILED")
+            tracking.end_sweep_run(tracking_cfg, outputs_root, parent, jobs, self._failed(), status="FAILED")
         except Exception as error:  # noqa: BLE001 - at exit, saying how to close it is all that is left
             _report_unclosed(tracking_cfg, outputs_root, parent, sweep_id, "FAILED", error)
 
