@@ -177,6 +177,13 @@ def _postprocess(row: Dict[str, Any], original_columns: List[str], row_outputs: 
 _REQUEST_FIELDS = ("messages", "prompt", "sampling_params")
 
 
+def _serve_request_once_up(row: Dict[str, Any], engine_start: warm_engine.EngineStart, **kwargs) -> Dict[str, Any]:
+    """A job that started the engine did not wait for it (its callers, Ray Data's actors,
+    start meanwhile): the first row of each caller waits here until it is up."""
+    warm_engine.wait_until_serving(engine_start)
+    return _serve_request(row, **kwargs)
+
+
 def _serve_request(row: Dict[str, Any], **kwargs) -> Dict[str, Any]:
     """The shared engine's request: the row's messages (or prompt) and sampling settings go to
     runner.engine_server as one plain dict; the row's own columns stay in the row."""
@@ -274,24 +281,26 @@ def _size_callers(cfg: RunConfig, stage, light: Dict[str, float]) -> None:
         stage.map_batches_kwargs["compute"] = ActorPoolStrategy(size=replicas, max_tasks_in_flight_per_actor=most)
 
 
-def build_processor(cfg: RunConfig, location: ModelLocation, env: Dict[str, str], original_columns: List[str], engine_app: Optional[str] = None):
+def build_processor(cfg: RunConfig, location: ModelLocation, env: Dict[str, str], original_columns: List[str],
+                    engine_start: Optional[warm_engine.EngineStart] = None):
     """The rows' way to an engine: this job's own (vLLMEngineProcessorConfig), or, with
-    `engine_app`, the shared engine's Serve application."""
+    `engine_start`, the shared engine's Serve application."""
     from ray.data.llm import build_processor as build
 
     light = {"num_cpus": cfg.processor.light_stage_num_cpus}
     prompt_cfg = structured.resolved(cfg.prompt)
     row_outputs = outputs.from_config(cfg)
+    request = functools.partial(_serve_request_once_up, engine_start=engine_start) if engine_start else _preprocess
     preprocess = functools.partial(
-        _serve_request if engine_app else _preprocess, prompt_cfg=prompt_cfg, columns=prompt.column_map(prompt_cfg),
+        request, prompt_cfg=prompt_cfg, columns=prompt.column_map(prompt_cfg),
         id_column=readers.id_column(cfg.dataset), fail_fast=cfg.errors.on_row_error == OnRowError.fail,
     )
     # No processor-level postprocess: Ray Data LLM hands it only the rows that succeeded,
     # and every row, failed ones included, must be shaped and accounted for.
     with _vllm_kept_off_driver():
-        config = serve_processor_config(cfg, engine_app) if engine_app else processor_config(cfg, location, env)
+        config = serve_processor_config(cfg, engine_start.app) if engine_start else processor_config(cfg, location, env)
         processor = build(config, preprocess=preprocess, preprocess_map_kwargs=light)
-    if engine_app:
+    if engine_start:
         _size_callers(cfg, processor.get_stage_by_name("ServeDeploymentStage"), light)
     postprocess = functools.partial(
         _postprocess, original_columns=original_columns, row_outputs=row_outputs,
@@ -376,10 +385,10 @@ def run(cfg: RunConfig, model: ModelLocation, location: Location, reader, scan, 
         if shared:
             spec = warm_engine.spec(cfg, model, env, engine_kwargs(cfg, model))
             engine = warm_engine.acquire(cfg, spec)
-            engine_app = warm_engine.current().app
+            engine_start = warm_engine.current().start
             _python_sigterm_handler_back()
         else:
-            engine, engine_app = {"id": uuid.uuid4().hex[:8], "mode": "per_job", "started": True}, None
+            engine, engine_start = {"id": uuid.uuid4().hex[:8], "mode": "per_job", "started": True}, None
         light_cpus = cfg.processor.light_stage_num_cpus
         dataset = reader.ray_dataset(scan, done_ids, **cluster.read_args(reader, light_cpus))
         if cfg.processor.concurrency > 1:
@@ -391,7 +400,7 @@ def run(cfg: RunConfig, model: ModelLocation, location: Location, reader, scan, 
             dataset = dataset.flat_map(expand, num_cpus=light_cpus)
             original_columns.append(samples.SAMPLE_COLUMN)
         marks["dataset_ready"] = time.time()
-        processor = build_processor(cfg, model, env, original_columns, engine_app)
+        processor = build_processor(cfg, model, env, original_columns, engine_start)
         _python_sigterm_handler_back()
         marks["processor_built"] = time.time()
         out = processor(dataset)
@@ -412,8 +421,12 @@ def run(cfg: RunConfig, model: ModelLocation, location: Location, reader, scan, 
         return PipelineRun(results_dir=results, started_at=started_at, finished_at=time.time(), marks=marks, engine=engine)
     except Exception:
         ended = "failed"  # a sweep goes on to its next job
-        if shared and warm_engine.kept_between_jobs():
-            warm_engine.check_after_failure()
+        if shared:
+            engine_failure = warm_engine.start_failure()
+            if warm_engine.kept_between_jobs():
+                warm_engine.check_after_failure()
+            if engine_failure is not None:
+                raise engine_failure from None
         raise
     finally:
         if not shared:

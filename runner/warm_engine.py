@@ -25,6 +25,7 @@ import importlib.util
 import json
 import logging
 import os
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -74,12 +75,26 @@ class Spec:
     env: Dict[str, str]
 
 
+@dataclass(frozen=True)
+class EngineStart:
+    """What a job's callers need to wait for the engine: it is asked for and not waited for,
+    so that the callers (Ray Data's actors) start while it loads (runner.pipeline)."""
+
+    app: str
+    deadline: float  # wall clock: ray.engine_start_timeout_s after it was asked for
+    timeout_s: float
+
+
 @dataclass
 class Engine:
     id: str
     key: str
-    app: str
-    ready_s: float  # how long its deployment took
+    start: EngineStart
+    ready_s: Optional[float] = None  # how long its deployment took, once it is up
+
+    @property
+    def app(self) -> str:
+        return self.start.app
 
 
 _current: Optional[Engine] = None
@@ -216,18 +231,18 @@ def acquire(cfg: RunConfig, wanted_spec: Spec) -> Dict[str, Any]:
     stopped first). Returns what the job records about it (runner.engine in MLflow)."""
     global _current
     _register_exit_hook()
-    waited = time.time()
     if _current is not None and _current.key == wanted_spec.key:
         problem = _problem(_current)
         if problem is None:
             log.info("engine %s: reused (started by an earlier job of this sweep)", _current.id)
-            return {"id": _current.id, "mode": "shared", "started": False, "wait_s": time.time() - waited}
+            return {"id": _current.id, "mode": "shared", "started": False}
         log.warning("engine %s cannot be reused (%s); starting a new one", _current.id, problem)
     if _current is not None:
         log.info("a new engine for this job: %s", _key_change(_current.key, wanted_spec.key))
         stop()
     _current = _deploy(wanted_spec, cfg.ray.engine_start_timeout_s)
-    return {"id": _current.id, "mode": "shared", "started": True, "wait_s": time.time() - waited}
+    threading.Thread(target=_watch, args=(_current,), name=f"engine-{_current.id}-start", daemon=True).start()
+    return {"id": _current.id, "mode": "shared", "started": True}
 
 
 def _key_change(old: str, new: str) -> str:
@@ -261,42 +276,91 @@ def _deploy(wanted_spec: Spec, timeout_s: float) -> Engine:
     )
     # Not blocking: serve.run would wait for the replicas with no time limit.
     serve._run(deployment.bind(*args), name=app, route_prefix=None, _blocking=False)
-    engine = Engine(id=engine_id, key=wanted_spec.key, app=app, ready_s=0.0)
+    engine = Engine(id=engine_id, key=wanted_spec.key, start=EngineStart(app, started + timeout_s, timeout_s))
     log.info("engine %s: starting (%d replica(s), model %s, %s)", engine_id, wanted_spec.replicas, wanted_spec.model_source,
              "Ray Serve LLM" if wanted_spec.server == SERVE_LLM else "vLLM started by the replica")
-    try:
-        _wait_running(engine, started + timeout_s, timeout_s)
-    except Exception:
-        _delete(engine)  # interrupted instead, the caller stops Ray and everything in it
-        raise
-    engine.ready_s = time.time() - started
-    log.info("engine %s: ready in %.1f s", engine_id, engine.ready_s)
     return engine
 
 
-def _wait_running(engine: Engine, deadline: float, timeout_s: float) -> None:
+def _watch(engine: Engine) -> None:
+    """Logs when the engine is up: the job meanwhile goes on without waiting for it. (If it
+    never comes up, the job's callers fail with the reason: wait_until_serving.)"""
+    import ray
+
+    asked = engine.start.deadline - engine.start.timeout_s
+    while _current is engine and ray.is_initialized():
+        try:
+            if _start_state(engine.start):
+                engine.ready_s = time.time() - asked
+                log.info("engine %s: ready in %.1f s", engine.id, engine.ready_s)
+                return
+        except Exception:  # noqa: BLE001 - failed or stopping: the job says why
+            return
+        time.sleep(0.5)
+
+
+_seen_serving: set = set()
+
+
+def wait_until_serving(start: EngineStart) -> None:
+    """In a caller: until the engine takes requests (Serve would queue them for ever if it
+    never came up), with the reason if it failed or ran out of time. Once per process."""
+    if start.app in _seen_serving:
+        return
+    while not _start_state(start):
+        time.sleep(0.5)
+    _seen_serving.add(start.app)
+
+
+def start_failure() -> Optional[Exception]:
+    """A job failed on the shared engine: if the engine never came up, that is the reason
+    to give, not the callers' wrapped copy of it."""
+    import ray
+
+    if _current is None or not ray.is_initialized():
+        return None
+    try:
+        _start_state(_current.start)
+    except RuntimeError as reason:  # EngineNotReady too
+        return reason
+    except Exception:  # noqa: BLE001 - Serve cannot say: the job's own error stands
+        return None
+    return None
+
+
+def _start_state(start: EngineStart) -> bool:
+    """True once the engine's application is running, False while it deploys; raises if it
+    failed to deploy or was not up by its deadline."""
     from ray import serve
 
-    while True:
-        status = serve.status().applications.get(engine.app)
-        if status is not None and status.status == "RUNNING":
-            return
-        if status is not None and status.status == "DEPLOY_FAILED":
-            raise RuntimeError(f"the engine failed to start: {_status_text(status)}")
-        if time.time() > deadline:
-            raise EngineNotReady(
-                f"the engine did not start within ray.engine_start_timeout_s={timeout_s:g} s"
-                + (f": {_status_text(status)}" if status is not None else "")
-            )
-        time.sleep(0.5)
+    status = serve.status().applications.get(start.app)
+    if status is not None and status.status == "RUNNING":
+        return True
+    if status is not None and status.status == "DEPLOY_FAILED":
+        raise RuntimeError(f"the engine failed to start: {_status_text(status)}")
+    if time.time() > start.deadline:
+        raise EngineNotReady(
+            f"the engine did not start within ray.engine_start_timeout_s={start.timeout_s:g} s"
+            + (f": {_status_text(status)}" if status is not None else "")
+        )
+    return False
 
 
 def _status_text(status) -> str:
     parts = [status.message] if status.message else []
     for name, deployment in status.deployments.items():
         if deployment.message:
-            parts.append(f"{name}: {deployment.message}")
-    return "; ".join(parts)[:4000] or str(status.status)
+            parts.append(f"{name}: {_without_traceback(deployment.message)}")
+    return "; ".join(parts)[:4000] or str(getattr(status.status, "value", status.status))
+
+
+def _without_traceback(message: str) -> str:
+    """Serve's message carries the replica's whole traceback, which Serve's controller also
+    logs (to the run's log): its first line and the error it ended with say what happened."""
+    if "Traceback (most recent call last)" not in message:
+        return message
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return f"{lines[0]} {lines[-1]} (the traceback is in the run's log)"
 
 
 def _problem(engine: Engine) -> Optional[str]:
@@ -337,7 +401,6 @@ def stop() -> None:
 
 
 def _delete(engine: Engine) -> None:
-    import psutil
     import ray
     from ray import serve
 
@@ -345,18 +408,31 @@ def _delete(engine: Engine) -> None:
         return
     processes = _engine_processes(engine.app)
     started = time.time()
+    killed = []
+    if engine.ready_s is None:
+        # Still loading: nothing to finish, and Serve's delete waits until the replica's
+        # constructor returns (15 s seen on 2 cores), so its processes go first.
+        killed = _end(processes, grace_s=0.0)
     try:
         serve.delete(engine.app)
     except Exception as error:  # noqa: BLE001 - its processes are ended below either way
         log.warning("engine %s: Serve could not delete it (%s); ending its processes", engine.id, error)
-    _, alive = psutil.wait_procs(processes, timeout=STOP_GRACE_S)
+    killed += _end(processes, grace_s=STOP_GRACE_S)
+    log.info("engine %s: stopped in %.1f s%s", engine.id, time.time() - started, f", {len(killed)} process(es) killed" if killed else "")
+
+
+def _end(processes, grace_s: float) -> list:
+    """Waits up to grace_s for the processes to exit, then kills what is left; returns those."""
+    import psutil
+
+    _, alive = psutil.wait_procs(processes, timeout=grace_s)
     for proc in alive:
         try:
             proc.kill()
         except psutil.NoSuchProcess:
             pass
     psutil.wait_procs(alive, timeout=5)
-    log.info("engine %s: stopped in %.1f s%s", engine.id, time.time() - started, f", {len(alive)} process(es) killed" if alive else "")
+    return alive
 
 
 def _engine_processes(app: str):

@@ -12,7 +12,7 @@ import time
 import mlflow
 import pytest
 
-from tests.e2e_helpers import read_results
+from tests.e2e_helpers import read_results, run_cli
 from tests.test_resilience import engine_processes, start_background_run
 
 ROWS = 8
@@ -70,3 +70,20 @@ def test_a_new_engine_setting_replaces_the_engine_and_ctrl_c_mid_sweep_leaves_no
     job = mlflow.search_runs(experiment_names=["runner"], filter_string="tags.`runner.role` = 'job'").iloc[0]
     assert job["tags.runner.engine"] == engines[0] and job["tags.runner.engine_started"] == "true"
     assert job["params.engine.max_num_seqs"] == "4"
+
+
+@pytest.mark.slow
+def test_an_engine_not_up_in_time_fails_its_job_with_that_reason_and_leaves_nothing(tmp_path):
+    """The job that starts the shared engine does not wait for it: its callers start meanwhile
+    and wait. One not up by ray.engine_start_timeout_s fails the job with that reason (not Ray
+    Data's wrapped copy), the resume line, and no engine process left."""
+    started = time.time()
+    done = run_cli(tmp_path, "processor.shared_engine=true", "ray.engine_start_timeout_s=3", "dataset.limit=4")
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output[-3000:]
+    assert "the engine did not start within ray.engine_start_timeout_s=3 s: DEPLOYING. Rows already written are kept; finish it with: python -m runner.resume" in output, output[-3000:]
+    assert re.search(r"engine \S+: stopped", output) and not re.search(r"engine \S+: ready", output)
+    deadline = time.time() + 30
+    while engine_processes(started) and time.time() < deadline:
+        time.sleep(1)
+    assert [(p.pid, p.info["name"]) for p in engine_processes(started)] == []

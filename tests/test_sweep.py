@@ -69,9 +69,14 @@ def assert_one_engine_started_once(jobs, rows):
 
 @pytest.mark.slow
 def test_a_sweeps_jobs_share_one_engine(two_sweeps):
-    _, _, _, runs = two_sweeps
+    cwd, _, _, runs = two_sweeps
     first, second = runs[runs["tags.runner.role"] == "sweep"].iloc[0], runs[runs["tags.runner.role"] == "sweep"].iloc[1]
     assert_one_engine_started_once(children_of(runs, first.run_id), TASK_SWEEP_ROWS)
+    # The job that started the engine did not wait for it first: its callers (Ray Data's
+    # actors) started while the engine loaded.
+    engine = children_of(runs, first.run_id).sort_values("start_time").iloc[0]["tags.runner.engine"]
+    log = (cwd / "outputs/multirun/e2e/0/__main__.log").read_text()
+    assert log.index(f"engine {engine}: starting") < log.index("(MapWorker(") < log.index(f"engine {engine}: ready"), log[-3000:]
     # Two batch sizes on one engine, a job that could not start between them.
     ran = children_of(runs, second.run_id)
     ran = ran[ran["status"] == "FINISHED"]

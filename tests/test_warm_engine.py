@@ -6,6 +6,7 @@ test_shared_engine.py (a second engine, Ctrl-C)."""
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -144,10 +145,33 @@ def test_the_replica_refuses_to_run_where_ray_serve_llm_would_place_it_otherwise
 
 
 def test_mlflow_is_told_which_engine_ran_each_job():
-    assert tracking.engine_tags({"id": "ab12-cd", "mode": "shared", "started": False, "wait_s": 0.01}) == {
+    assert tracking.engine_tags({"id": "ab12-cd", "mode": "shared", "started": False}) == {
         "runner.engine": "ab12-cd", "runner.engine_started": "false", "runner.engine_mode": "shared",
     }
     assert tracking.engine_tags(None) == {}
+
+
+SERVE_REPLICA_FAILURE = """The deployment failed to start 3 times in a row. See controller logs for details. Error:
+ray::ServeReplica:runner-engine-b7a0af67-b6bd:engine.initialize_and_get_metadata() (pid=25330)
+  File "/site-packages/ray/serve/_private/replica.py", line 3521, in initialize_and_get_metadata
+RuntimeError: Traceback (most recent call last):
+  File "/site-packages/ray/llm/_internal/serve/engines/vllm/vllm_models.py", line 229, in from_llm_config
+    raise ValueError(f"Unknown engine argument: {key}")
+ValueError: Unknown engine argument: no_such_engine_arg
+"""
+
+
+def test_an_engine_that_failed_to_start_is_reported_by_its_reason_not_its_traceback():
+    # Serve's own words for a replica whose constructor raised (seen with +engine.extra.no_such_engine_arg=1).
+    status = SimpleNamespace(message="Failed to update the deployments ['engine'].", status="DEPLOY_FAILED",
+                             deployments={"engine": SimpleNamespace(message=SERVE_REPLICA_FAILURE)})
+    assert warm_engine._status_text(status) == (
+        "Failed to update the deployments ['engine'].; engine: The deployment failed to start 3 times in a row. "
+        "See controller logs for details. Error: ValueError: Unknown engine argument: no_such_engine_arg "
+        "(the traceback is in the run's log)"
+    )
+    status.deployments["engine"].message = "Deploying: 0 of 1 replica(s) running"
+    assert warm_engine._status_text(status).endswith("engine: Deploying: 0 of 1 replica(s) running")
 
 
 MISSING_SERVE_PROBE = """
