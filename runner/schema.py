@@ -178,8 +178,10 @@ class ProcessorConfig:
     tokenize_stage: bool = False
     detokenize_stage: bool = False
     # Rows go to one engine that outlives the job (runner.warm_engine), started once for all
-    # the jobs of a sweep with the same model and engine settings. null: in a sweep (-m) on
-    # a local Ray; true: also a single job; false: each job starts and stops its own engine.
+    # the jobs of a sweep with the same model and engine settings. null: on a local Ray, in a
+    # sweep (-m), and for a single job whose engine is one replica on the CPU or one GPU
+    # (where it was faster) when Ray Serve is installed; true: always on a local Ray; false:
+    # each job starts and stops its own engine (Ray Data LLM's vLLMEngineProcessorConfig).
     shared_engine: Optional[bool] = None
 
 

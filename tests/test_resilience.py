@@ -161,7 +161,8 @@ def test_ctrl_c_while_the_engine_loads_and_sigterm_mid_sweep_leave_nothing_runni
     interrupted_dir = tmp_path / "ctrl_c/outputs/runs/interrupted"
     swept_dir = tmp_path / "sweep/outputs/multirun/s/0"
     swept = start_background_run(tmp_path / "sweep", *SHARED_ENGINE_SWEEP, env={"HF_TOKEN": token})
-    interrupted = start_background_run(tmp_path / "ctrl_c", *SLOW_TRICKLE, "hydra.run.dir=outputs/runs/interrupted")
+    # The single job on its own engine (Ray Data LLM's): the shared engine's interruption is the sweep's.
+    interrupted = start_background_run(tmp_path / "ctrl_c", *SLOW_TRICKLE, "processor.shared_engine=false", "hydra.run.dir=outputs/runs/interrupted")
     try:
         wait_for_engine_start(interrupted)
         os.killpg(interrupted.pid, signal.SIGINT)

@@ -59,16 +59,26 @@ def test_gpu_engine_reserves_a_gpu_per_shard_on_the_named_accelerator():
 
 def test_shared_in_a_sweep_or_where_asked_and_never_on_a_cluster_the_run_joined(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    auto = config()
+    several = config("processor.concurrency=2")
     try:
-        assert not warm_engine.wanted(auto)
+        assert not warm_engine.wanted(several)
         warm_engine.keep_between_jobs(True)  # what a sweep sets
-        assert warm_engine.wanted(auto)
+        assert warm_engine.wanted(several)
         assert not warm_engine.wanted(config("processor.shared_engine=false"))
         assert not warm_engine.wanted(config("ray.address=auto"))
     finally:
         warm_engine.keep_between_jobs(False)
-    assert warm_engine.wanted(config("processor.shared_engine=true"))
+    assert warm_engine.wanted(config("processor.shared_engine=true", "processor.concurrency=2"))
+
+
+def test_a_single_job_on_one_device_shares_where_it_was_faster_and_ray_serve_is_there(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert warm_engine.wanted(config())  # the CPU default
+    assert warm_engine.wanted(config("hw=h100"))  # one GPU
+    assert not warm_engine.wanted(config("hw=h100", "hw.gpus_per_replica=2"))  # tensor parallel
+    assert not warm_engine.wanted(config("hw=h100x8"))  # eight replicas
+    monkeypatch.setattr(warm_engine, "_serve_importable", lambda: False)
+    assert not warm_engine.wanted(config())
 
 
 def test_driver_defines_the_engine_without_importing_vllm():
@@ -192,12 +202,12 @@ except preflight.PreflightError as error:
 """
 
 
-@pytest.mark.parametrize("shared", ["true", "false"])
+@pytest.mark.parametrize("shared", ["true", "false", "null"])
 def test_a_missing_ray_serve_is_named_before_the_run_with_its_fix(shared):
     done = subprocess.run([sys.executable, "-c", MISSING_SERVE_PROBE, str(CONF_DIR), f"processor.shared_engine={shared}"],
                           capture_output=True, text=True, timeout=120, cwd=CONF_DIR.parent)
     assert done.returncode == 0, done.stderr[-3000:]
-    if shared == "false":
+    if shared in ("false", "null"):  # null: a single job without Ray Serve runs its own engine
         assert done.stdout.strip().endswith("passed")
     else:
         assert "needs Ray Serve" in done.stdout and "grpc_reflection" in done.stdout and "pip install 'ray[serve]==2.60.*'" in done.stdout
