@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from runner import cluster, engine_server, run_state
+from runner import cluster, engine_server, models, run_state
 from runner.models import ModelLocation
-from runner.schema import RunConfig
+from runner.schema import ModelSource, RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,18 @@ def _single_job_default(cfg: RunConfig) -> bool:
     replicas or GPUs keep the job's own engine, the path measured there, as does a machine
     without Ray Serve."""
     one_device = cfg.processor.concurrency == 1 and (cfg.hw.gpus_per_replica or 0) <= 1
-    return one_device and _serve_importable()
+    return one_device and _serve_importable() and _unfetchable_model(cfg) is None
+
+
+def _unfetchable_model(cfg: RunConfig) -> Optional[str]:
+    """A model folder in object storage, where the engine would be vLLM started by the replica
+    (DIRECT): Ray Serve LLM's server fetches such a folder itself, vLLM does not."""
+    if cfg.model.source != ModelSource.local or not models.is_remote(cfg.model.path or ""):
+        return None
+    try:
+        return cfg.model.path if server_kind() == DIRECT else None
+    except ValueError:
+        return None  # a wrong RUNNER_ENGINE_SERVER: problems() names it
 
 
 @functools.lru_cache(maxsize=None)
@@ -188,6 +199,13 @@ def problems(cfg: RunConfig) -> List[str]:
         server_kind()
     except ValueError as error:
         return [str(error)]
+    remote = _unfetchable_model(cfg)
+    if remote:
+        return [
+            f"model.path={remote}: the shared engine here is vLLM started by its replica (Ray Serve LLM cannot import "
+            "this vLLM), and it loads a model folder from local disk or the hub, not from object storage. "
+            "Fix: processor.shared_engine=false (each job's own engine fetches the folder), or copy it to local disk"
+        ]
     try:
         importlib.import_module("ray.serve")
     except ImportError as error:

@@ -81,6 +81,19 @@ def test_a_single_job_on_one_device_shares_where_it_was_faster_and_ray_serve_is_
     assert not warm_engine.wanted(config())
 
 
+def test_a_model_folder_in_object_storage_is_not_given_to_an_engine_that_cannot_fetch_it(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    in_s3 = ("model.source=local", "model.path=s3://models/llama")
+    monkeypatch.setenv(warm_engine.SERVER_ENV, warm_engine.SERVE_LLM)  # Ray Serve LLM's server fetches it
+    assert warm_engine.wanted(config(*in_s3)) and warm_engine.problems(config(*in_s3)) == []
+    monkeypatch.setenv(warm_engine.SERVER_ENV, warm_engine.DIRECT)  # vLLM started by the replica does not
+    assert not warm_engine.wanted(config(*in_s3))  # a single job keeps its own engine, which fetches it
+    assert warm_engine.wanted(config("model.source=local", "model.path=/models/llama"))
+    refused = warm_engine.problems(config(*in_s3, "processor.shared_engine=true"))
+    assert len(refused) == 1 and refused[0].startswith("model.path=s3://models/llama: the shared engine here is vLLM started by its replica")
+    assert "Fix: processor.shared_engine=false" in refused[0]
+
+
 def test_driver_defines_the_engine_without_importing_vllm():
     probe = "import sys; from runner import pipeline, warm_engine, sweep; assert 'vllm' not in sys.modules and 'torch' not in sys.modules; print('ok')"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=CONF_DIR.parent)
