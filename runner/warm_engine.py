@@ -164,11 +164,26 @@ def _single_job_default(cfg: RunConfig) -> bool:
     """A single job too, where its engine is one replica on the CPU or on one GPU: there the
     shared engine's path started and ended the job sooner than Ray Data LLM's own engine
     (2-core CPU, default job: 54.6-55.1 s against 65.6-69.4 s; one H200, warm caches: 111.1
-    against 124.1 s from Ray's start to the last file; runner/bench/RESULTS.md). Several
-    replicas or GPUs keep the job's own engine, the path measured there, as does a machine
-    without Ray Serve."""
+    against 124.1 s from Ray's start to the last file; runner/bench/RESULTS.md), where its
+    batches keep the engine full. Several replicas or GPUs keep the job's own engine, the
+    path measured there, as does a machine without Ray Serve."""
     one_device = cfg.processor.concurrency == 1 and (cfg.hw.gpus_per_replica or 0) <= 1
-    return one_device and _serve_importable() and _unfetchable_model(cfg) is None
+    return one_device and _callers_fill_the_engine(cfg) and _serve_importable() and _unfetchable_model(cfg) is None
+
+
+def _callers_fill_the_engine(cfg: RunConfig) -> bool:
+    """On the shared engine a job's caller keeps the batches of one block in the engine at a
+    time, at most Ray Data's async batch concurrency (4) of them, whatever
+    processor.max_concurrent_batches says: on 2 cores at batch 2, 8 requests, where a job's
+    own engine kept 36 (its 32 sequences and a queue) and generated 11-14% faster. A single
+    job whose batches cannot fill engine.max_num_seqs (or leaves it to vLLM) keeps its own."""
+    try:
+        from ray.data._internal.planner.plan_udf_map_op import DEFAULT_ASYNC_BATCH_UDF_MAX_CONCURRENCY as batches
+    except ImportError:
+        batches = 4
+    sequences = cfg.engine.max_num_seqs
+    in_flight = min(batches * cfg.processor.batch_size, cfg.processor.rows_per_file)
+    return bool(sequences) and in_flight >= sequences
 
 
 def _unfetchable_model(cfg: RunConfig) -> Optional[str]:
