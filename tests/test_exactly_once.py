@@ -27,10 +27,11 @@ import pytest
 from runner import result_files, samples, storage
 from tests.e2e_helpers import ROOT, SAMPLE_NEWS
 
-# Results land two rows to a file, one batch in flight, so kills fall between writes.
+# Results land two rows to a file, one batch in flight, so kills fall between writes. On the
+# shared engine, the default path of a single job (its own engine's kills: test_cluster.py).
 TRICKLE = (
     "processor.batch_size=2", "processor.rows_per_file=2", "processor.max_concurrent_batches=1", "prompt.max_tokens=12",
-    "tracking.enabled=false", "engine.max_model_len=1024",
+    "tracking.enabled=false", "engine.max_model_len=1024", "processor.shared_engine=true",
 )
 GOOD_ROWS = 10
 
