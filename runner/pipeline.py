@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from runner import chatter, cluster, engine_server, faults, outputs, prompt, ray_fixes, readers, redaction, results, run_state, samples, structured, warm_engine
+from runner import chatter, cluster, engine_server, faults, outputs, processes, prompt, ray_fixes, readers, redaction, results, run_state, samples, structured, warm_engine
 from runner.models import ModelLocation
 from runner.schema import OnRowError, OutputFormat, PromptConfig, RunConfig
 from runner.storage import Location
@@ -344,13 +344,7 @@ def stop_ray(grace_s: float = 15.0) -> List[int]:
         return []
     descendants = psutil.Process().children(recursive=True)
     ray.shutdown()
-    _, alive = psutil.wait_procs(descendants, timeout=grace_s)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
+    alive = processes.end(descendants, grace_s)
     if alive:
         log.info("killed %d process(es) left after Ray shut down", len(alive))
     return [p.pid for p in alive]

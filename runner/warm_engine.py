@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from runner import cluster, engine_server, models, run_state
+from runner import cluster, engine_server, models, processes, run_state
 from runner.models import ModelLocation
 from runner.schema import ModelSource, RunConfig
 
@@ -81,8 +81,12 @@ class EngineStart:
     so that the callers (Ray Data's actors) start while it loads (runner.pipeline)."""
 
     app: str
-    deadline: float  # wall clock: ray.engine_start_timeout_s after it was asked for
-    timeout_s: float
+    asked_at: float  # wall clock
+    timeout_s: float  # ray.engine_start_timeout_s
+
+    @property
+    def deadline(self) -> float:
+        return self.asked_at + self.timeout_s
 
 
 @dataclass
@@ -168,7 +172,7 @@ def _single_job_default(cfg: RunConfig) -> bool:
     batches keep the engine full. Several replicas or GPUs keep the job's own engine, the
     path measured there, as does a machine without Ray Serve."""
     one_device = cfg.processor.concurrency == 1 and (cfg.hw.gpus_per_replica or 0) <= 1
-    return one_device and _callers_fill_the_engine(cfg) and _serve_importable() and _unfetchable_model(cfg) is None
+    return one_device and _callers_fill_the_engine(cfg) and _serve_import_error() is None and _unfetchable_model(cfg) is None
 
 
 def _callers_fill_the_engine(cfg: RunConfig) -> bool:
@@ -198,12 +202,13 @@ def _unfetchable_model(cfg: RunConfig) -> Optional[str]:
 
 
 @functools.lru_cache(maxsize=None)
-def _serve_importable() -> bool:
+def _serve_import_error() -> Optional[ImportError]:
+    """Why Ray Serve does not import here (ray[serve]'s extras missing), or None."""
     try:
         importlib.import_module("ray.serve")
-    except ImportError:
-        return False
-    return True
+    except ImportError as error:
+        return error
+    return None
 
 
 def problems(cfg: RunConfig) -> List[str]:
@@ -221,9 +226,8 @@ def problems(cfg: RunConfig) -> List[str]:
             "this vLLM), and it loads a model folder from local disk or the hub, not from object storage. "
             "Fix: processor.shared_engine=false (each job's own engine fetches the folder), or copy it to local disk"
         ]
-    try:
-        importlib.import_module("ray.serve")
-    except ImportError as error:
+    error = _serve_import_error()
+    if error is not None:
         return [
             f"the shared engine (processor.shared_engine, on in sweeps) needs Ray Serve, which does not "
             f"import here ({error}). Fix: pip install 'ray[serve]==2.60.*' (python -m runner.install does), "
@@ -331,7 +335,7 @@ def _deploy(wanted_spec: Spec, timeout_s: float) -> Engine:
     )
     # Not blocking: serve.run would wait for the replicas with no time limit.
     serve._run(deployment.bind(*args), name=app, route_prefix=None, _blocking=False)
-    engine = Engine(id=engine_id, key=wanted_spec.key, start=EngineStart(app, started + timeout_s, timeout_s))
+    engine = Engine(id=engine_id, key=wanted_spec.key, start=EngineStart(app, started, timeout_s))
     log.info("engine %s: starting (%d replica(s), model %s, %s)", engine_id, wanted_spec.replicas, wanted_spec.model_source,
              "Ray Serve LLM" if wanted_spec.server == SERVE_LLM else "vLLM started by the replica")
     return engine
@@ -342,11 +346,10 @@ def _watch(engine: Engine) -> None:
     never comes up, the job's callers fail with the reason: wait_until_serving.)"""
     import ray
 
-    asked = engine.start.deadline - engine.start.timeout_s
     while _current is engine and ray.is_initialized():
         try:
             if _start_state(engine.start):
-                engine.ready_s = time.time() - asked
+                engine.ready_s = time.time() - engine.start.asked_at
                 log.info("engine %s: ready in %.1f s", engine.id, engine.ready_s)
                 return
         except Exception:  # noqa: BLE001 - failed or stopping: the job says why
@@ -461,33 +464,19 @@ def _delete(engine: Engine) -> None:
 
     if not ray.is_initialized():
         return
-    processes = _engine_processes(engine.app)
+    engine_processes = _engine_processes(engine.app)
     started = time.time()
     killed = []
     if engine.ready_s is None:
         # Still loading: nothing to finish, and Serve's delete waits until the replica's
         # constructor returns (15 s seen on 2 cores), so its processes go first.
-        killed = _end(processes, grace_s=0.0)
+        killed = processes.end(engine_processes, grace_s=0.0)
     try:
         serve.delete(engine.app)
     except Exception as error:  # noqa: BLE001 - its processes are ended below either way
         log.warning("engine %s: Serve could not delete it (%s); ending its processes", engine.id, error)
-    killed += _end(processes, grace_s=STOP_GRACE_S)
+    killed += processes.end(engine_processes, grace_s=STOP_GRACE_S)
     log.info("engine %s: stopped in %.1f s%s", engine.id, time.time() - started, f", {len(killed)} process(es) killed" if killed else "")
-
-
-def _end(processes, grace_s: float) -> list:
-    """Waits up to grace_s for the processes to exit, then kills what is left; returns those."""
-    import psutil
-
-    _, alive = psutil.wait_procs(processes, timeout=grace_s)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(alive, timeout=5)
-    return alive
 
 
 def _engine_processes(app: str):

@@ -82,7 +82,7 @@ def test_a_single_job_on_one_device_shares_where_it_was_faster_and_ray_serve_is_
     assert warm_engine.wanted(config("processor.batch_size=8"))  # 4 x 8 = 32
     assert not warm_engine.wanted(config("processor.batch_size=8", "processor.rows_per_file=16"))  # one block of 16
     assert not warm_engine.wanted(config("hw=l4"))  # batch 16 against vLLM's own number of sequences
-    monkeypatch.setattr(warm_engine, "_serve_importable", lambda: False)
+    monkeypatch.setattr(warm_engine, "_serve_import_error", lambda: ImportError("No module named 'grpc_reflection'"))
     assert not warm_engine.wanted(config())
 
 
