@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from runner import chatter, cluster, engine_server, faults, outputs, processes, prompt, ray_fixes, readers, redaction, results, run_state, samples, structured, warm_engine
+from runner import batches_in_flight, chatter, cluster, engine_server, faults, outputs, processes, prompt, ray_fixes, readers, redaction, results, run_state, samples, structured, warm_engine
 from runner.models import ModelLocation
 from runner.schema import OnRowError, OutputFormat, PromptConfig, RunConfig
 from runner.storage import Location
@@ -115,6 +115,7 @@ def configure_data_context(cfg: RunConfig) -> None:
     # on two nodes both batches of a 32-row job went to one. The same wait bounds a run
     # whose engines can never be placed, which Ray would otherwise wait on forever.
     context.wait_for_min_actors_s = cfg.ray.engine_start_timeout_s
+    batches_in_flight.apply(cfg)
     if cfg.processor.concurrency > 1:
         # Locality sends a block to the replica on the node that holds it until that one is
         # full; rows are small next to generating from them, so the least busy replica wins.

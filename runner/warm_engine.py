@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from runner import cluster, engine_server, models, processes, run_state
+from runner import batches_in_flight, cluster, engine_server, models, processes, run_state
 from runner.models import ModelLocation
 from runner.schema import ModelSource, RunConfig
 
@@ -176,18 +176,13 @@ def _single_job_default(cfg: RunConfig) -> bool:
 
 
 def _callers_fill_the_engine(cfg: RunConfig) -> bool:
-    """On the shared engine a job's caller keeps the batches of one block in the engine at a
-    time, at most Ray Data's async batch concurrency (4) of them, whatever
-    processor.max_concurrent_batches says: on 2 cores at batch 2, 8 requests, where a job's
-    own engine kept 36 (its 32 sequences and a queue) and generated 11-14% faster. A single
-    job whose batches cannot fill engine.max_num_seqs (or leaves it to vLLM) keeps its own."""
-    try:
-        from ray.data._internal.planner.plan_udf_map_op import DEFAULT_ASYNC_BATCH_UDF_MAX_CONCURRENCY as batches
-    except ImportError:
-        batches = 4
+    """On the shared engine a job's caller works on one block at a time (its actor runs one
+    task), so a block's rows bound what it keeps at the engine: on 2 cores, blocks of 8 rows
+    kept 8 requests there where a job's own engine, several blocks at once, kept 36 and
+    generated 11-14% faster. A single job whose blocks cannot fill engine.max_num_seqs (or
+    leaves it to vLLM) keeps its own engine."""
     sequences = cfg.engine.max_num_seqs
-    in_flight = min(batches * cfg.processor.batch_size, cfg.processor.rows_per_file)
-    return bool(sequences) and in_flight >= sequences
+    return bool(sequences) and batches_in_flight.requests_per_block(cfg) >= sequences
 
 
 def _unfetchable_model(cfg: RunConfig) -> Optional[str]:
