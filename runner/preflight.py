@@ -225,6 +225,19 @@ def check_settings(cfg: RunConfig) -> List[str]:
     return problems
 
 
+def check_compare_metric(cfg: RunConfig) -> List[str]:
+    """A sweep compares its jobs only once all of them ran: a name it cannot rank by is caught first."""
+    from runner.compare.figures import FIGURES, QUALITY_FIGURES
+
+    name = cfg.tracking.compare_metric
+    if name in FIGURES or name in QUALITY_FIGURES:
+        return []
+    return [
+        f"tracking.compare_metric={name} is not a figure the comparison ranks by. "
+        f"Fix: tracking.compare_metric=<one of {', '.join(FIGURES + QUALITY_FIGURES)}>"
+    ]
+
+
 def _is_text(kind) -> bool:
     import pyarrow as pa
 
@@ -278,7 +291,7 @@ def check_run_location(location: Location, resume: bool) -> List[str]:
 def run_checks(cfg: RunConfig, location: Optional[Location] = None, resume: bool = False):
     """Raise PreflightError listing every problem; return the dataset's reader. The run's
     location is checked when given."""
-    problems = check_settings(cfg) + check_hardware(cfg) + cluster.address_problems(cfg) + check_limits(cfg) + models.check(cfg.model)
+    problems = check_settings(cfg) + check_compare_metric(cfg) + check_hardware(cfg) + cluster.address_problems(cfg) + check_limits(cfg) + models.check(cfg.model)
     problems += warm_engine.problems(cfg)
     if location is not None:
         problems += check_run_location(location, resume)

@@ -218,6 +218,9 @@ class TrackingConfig:
     run_name: Optional[str] = None
     sample_rows: int = 8
     log_results: bool = True
+    # What the comparison at a sweep's end calls fastest (runner.compare --metric): a rate,
+    # highest wins, or a duration (*_s), lowest wins.
+    compare_metric: str = "output_tokens_per_s"
 
 
 @dataclass

@@ -129,7 +129,7 @@ class SweepTracking(Callback):
         try:
             result = compare.compare(
                 tracking.resolve_uri(tracking_cfg, outputs_root), tracking_cfg.experiment, sweep_id=sweep_id,
-                parent_run_id=parent, out_png=outputs_root / "compare" / f"{sweep_id}.png",
+                parent_run_id=parent, metric=tracking_cfg.compare_metric, out_png=outputs_root / "compare" / f"{sweep_id}.png",
             )
         except Exception as error:  # noqa: BLE001 - the sweep's runs are logged; comparing can be redone
             log.error("comparison failed (%s); redo it with: python -m runner.compare --sweep %s", error, sweep_id)

@@ -176,6 +176,13 @@ def test_a_setting_out_of_range_is_refused_naming_the_key_and_the_fix(override, 
     assert f"{key}=" in found[0] and "out of range" in found[0] and f"Fix: {key}=" in found[0]
 
 
+def test_a_comparison_metric_it_cannot_rank_by_is_refused_before_the_run():
+    found = [p for p in problems("tracking.compare_metric=speed") if p.startswith("tracking.compare_metric=")]
+    assert len(found) == 1 and "Fix: tracking.compare_metric=<one of " in found[0] and "steady_output_tokens_per_s" in found[0]
+    tune = to_object(compose(["+experiment=tune_throughput"]))
+    assert tune.tracking.compare_metric == "steady_output_tokens_per_s" and preflight.check_compare_metric(tune) == []
+
+
 def test_out_of_range_settings_are_reported_together_with_their_defaults():
     found = problems("prompt.max_tokens=0", "prompt.temperature=-1", "processor.batch_size=0")
     assert "prompt.max_tokens=0 is out of range: it must be at least 1. Fix: prompt.max_tokens=150 (the default), or another value in range" in found

@@ -32,21 +32,25 @@ def edited(**changes):
 # saves is now made from the dataclasses (config.to_dict of config.to_object); it must be the
 # same to the byte, or a run started before would read as changed when resumed. A change to
 # conf/ or to the schema's defaults changes these on purpose: update them then, not otherwise.
-# The second value is the fingerprint since the `log` section (log.verbose) was added; without
-# that section a run's config must still give the first.
+# The second value is the fingerprint since the `log` section (log.verbose) was added, the third
+# since tracking.compare_metric was: without the newer settings a run's config must still give
+# the older values.
 EARLIER_FINGERPRINTS = [
-    ((), "0e03448614a51694", "4ef4bef63cc40a16"),
-    (("prompt=extract",), "1ac67212954fa0a4", "54b6ae2f5e8e5e0c"),
-    (("prompt=classify",), "a4b1fc1289ec0369", "4f52123633cda1a2"),
-    (("model=llama31_8b", "hw=l4", "engine=throughput"), "cd75663489acb4d5", "4ac599b63540f443"),
-    (("dataset=synthetic", "tracking=off"), "d061d554fc3a1fd8", "b48b5dd2ff1c5a73"),
-    (("dataset=csv",), "f4a68faed41e0f04", "14616f98e6e5dec0"),
-    (("+engine.extra.foo=1", "+hw.env.HF_TOKEN=abc", "dataset.limit=5", "prompt.temperature=0"), "a890335d8f875d60", "00db4c33a59c5719"),
+    ((), '0e03448614a51694', '4ef4bef63cc40a16', 'ca6de1f892356b1f'),
+    (('prompt=extract',), '1ac67212954fa0a4', '54b6ae2f5e8e5e0c', 'c18f84ab4926140f'),
+    (('prompt=classify',), 'a4b1fc1289ec0369', '4f52123633cda1a2', '3c163ec73df773c6'),
+    (('model=llama31_8b', 'hw=l4', 'engine=throughput'), 'cd75663489acb4d5', '4ac599b63540f443', '86a032412fefa5b6'),
+    (('dataset=synthetic', 'tracking=off'), 'd061d554fc3a1fd8', 'b48b5dd2ff1c5a73', '64893ae1a0785a35'),
+    (('dataset=csv',), 'f4a68faed41e0f04', '14616f98e6e5dec0', '677d6fe143bb3d20'),
+    (('+engine.extra.foo=1', '+hw.env.HF_TOKEN=abc', 'dataset.limit=5', 'prompt.temperature=0'), 'a890335d8f875d60', '00db4c33a59c5719', '1690cf951a2e820b'),
 ]
 
 
-@pytest.mark.parametrize("overrides, before_log_section, expected", EARLIER_FINGERPRINTS, ids=lambda v: " ".join(v) if isinstance(v, tuple) else v)
-def test_a_runs_config_fingerprint_is_what_earlier_runs_saved(overrides, before_log_section, expected, monkeypatch, tmp_path):
+@pytest.mark.parametrize(
+    "overrides, before_log_section, before_compare_metric, expected", EARLIER_FINGERPRINTS,
+    ids=lambda v: " ".join(v) if isinstance(v, tuple) else v,
+)
+def test_a_runs_config_fingerprint_is_what_earlier_runs_saved(overrides, before_log_section, before_compare_metric, expected, monkeypatch, tmp_path):
     import yaml
 
     from runner import app, redaction
@@ -64,7 +68,9 @@ def test_a_runs_config_fingerprint_is_what_earlier_runs_saved(overrides, before_
     app._open_run_state(to_object(cfg), location, Input(), None, resume=False, force=False)
     saved = run_state.load(location)
     assert saved.config_fingerprint == expected
-    assert run_state.fingerprint({k: v for k, v in saved.config.items() if k != "log"}) == before_log_section
+    before = {**saved.config, "tracking": {k: v for k, v in saved.config["tracking"].items() if k != "compare_metric"}}
+    assert run_state.fingerprint(before) == before_compare_metric
+    assert run_state.fingerprint({k: v for k, v in before.items() if k != "log"}) == before_log_section
     assert json.loads(location.child(run_state.MANIFEST).read_text())["config_fingerprint"] == expected
     # config.yaml: the same plain data, in the same key order, as the DictConfig gave
     assert location.child(run_state.CONFIG).read_text() == yaml.safe_dump(redaction.redact(to_dict(cfg)), sort_keys=False)

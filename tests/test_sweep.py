@@ -1,12 +1,16 @@
 """A real sweep on the CPU default: parent run, nested jobs, a failed job, the comparison, and
 the jobs sharing one engine (runner.warm_engine)."""
 
+from pathlib import Path
+
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import TASK_SWEEP_ROWS
-from tests.e2e_helpers import run_cli
+from tests.e2e_helpers import read_results, run_cli
+
+SECOND_SWEEP_ROWS = 6
 
 PER_JOB_METRICS = [
     "startup_s", "generation_s", "wall_s", "rows_per_s", "output_tokens_per_s", "total_tokens_per_s",
@@ -20,7 +24,8 @@ def two_sweeps(prompt_sweep):
     # The first sweep is the shared one over three prompts; a second sweep in the same store,
     # over two batch sizes, each with a job that cannot start, must not mix with it.
     cwd, first, _ = prompt_sweep
-    second = run_cli(cwd, "-m", "prompt=summarize", "processor.batch_size=4,8", "prompt.max_tokens=24,5000", "dataset.limit=6")
+    second = run_cli(cwd, "-m", "prompt=summarize", "processor.batch_size=1,8", "prompt.max_tokens=24,5000", f"dataset.limit={SECOND_SWEEP_ROWS}",
+                     "tracking.compare_metric=wall_s")
     # Two of its four jobs fail at the checks: the others run, and the sweep exits 1 saying so.
     assert second.returncode == 1, second.stdout[-3000:] + second.stderr[-5000:]
     assert "2 of 4 job(s) of the sweep failed" in second.stderr + second.stdout
@@ -80,10 +85,33 @@ def test_a_sweeps_jobs_share_one_engine(two_sweeps):
     # Two batch sizes on one engine, a job that could not start between them.
     ran = children_of(runs, second.run_id)
     ran = ran[ran["status"] == "FINISHED"]
-    assert sorted(ran["params.processor.batch_size"]) == ["4", "8"]
-    assert_one_engine_started_once(ran, 6)
+    assert sorted(ran["params.processor.batch_size"]) == ["1", "8"]
+    assert_one_engine_started_once(ran, SECOND_SWEEP_ROWS)
     # Each sweep stopped its engine at its end: the second could not reuse the first's.
     assert set(ran["tags.runner.engine"]).isdisjoint(children_of(runs, first.run_id)["tags.runner.engine"])
+
+
+def most_at_the_engine_at_once(rows) -> int:
+    """From each row's time inside the engine (arrival to last token)."""
+    events = sorted([(r["finished_at"] - r["latency_s"], 1) for r in rows] + [(r["finished_at"], -1) for r in rows])
+    held = most = 0
+    for _, step in events:
+        held += step
+        most = max(most, held)
+    return most
+
+
+@pytest.mark.slow
+def test_batches_of_one_row_still_fill_the_engine(two_sweeps):
+    # One block of 6 rows in batches of 1: Ray Data's own limit kept 4 batches of a block at
+    # the engine (4 requests); the job sizes it to the engine's 32 sequences (runner.batches_in_flight).
+    _, _, _, runs = two_sweeps
+    second = runs[runs["tags.runner.role"] == "sweep"].iloc[1]
+    jobs = children_of(runs, second.run_id)
+    job = jobs[(jobs["status"] == "FINISHED") & (jobs["params.processor.batch_size"] == "1")].iloc[0]
+    rows = read_results(Path(job["tags.runner.run_dir"]) / "results")
+    assert len(rows) == SECOND_SWEEP_ROWS
+    assert most_at_the_engine_at_once(rows) == SECOND_SWEEP_ROWS
 
 
 @pytest.mark.slow
@@ -112,3 +140,14 @@ def test_the_comparison_is_printed_and_plotted_on_the_parent(two_sweeps):
     assert {"comparison.png", "comparison.txt"} <= names
     png = MlflowClient().download_artifacts(parent.run_id, "comparison.png", str(cwd))
     assert open(png, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_the_comparison_ranks_by_the_metric_the_sweep_names(two_sweeps):
+    _, _, second, runs = two_sweeps
+    parent = runs[runs["tags.runner.role"] == "sweep"].iloc[1]
+    jobs = children_of(runs, parent.run_id)
+    quickest = jobs[jobs["status"] == "FINISHED"].sort_values("metrics.wall_s").iloc[0]
+    assert "sorted by wall_s (lowest first)" in second.stdout, second.stdout[-3000:]
+    fastest = [line for line in second.stdout.splitlines() if line.startswith("fastest:")]
+    assert fastest and f"processor.batch_size={quickest['params.processor.batch_size']}" in fastest[0], fastest
