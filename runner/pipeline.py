@@ -271,8 +271,9 @@ def serve_processor_config(cfg: RunConfig, app: str):
 
 def _size_callers(cfg: RunConfig, stage, light: Dict[str, float]) -> None:
     """The shared engine's callers only await its answers: a light stage's share of a CPU, not
-    a whole one. processor.max_concurrent_batches bounds the blocks each caller has in flight,
-    as it bounds the batches a job's own engine takes at once."""
+    a whole one. Each works on as many blocks at once as keep the engine full
+    (runner.batches_in_flight), or processor.max_concurrent_batches of them where it is set,
+    as that bounds the blocks a job's own engine takes at once."""
     from ray.data import ActorPoolStrategy
 
     stage.map_batches_kwargs.update(light)
@@ -280,6 +281,9 @@ def _size_callers(cfg: RunConfig, stage, light: Dict[str, float]) -> None:
     if most:
         replicas = cfg.processor.concurrency
         stage.map_batches_kwargs["compute"] = ActorPoolStrategy(size=replicas, max_tasks_in_flight_per_actor=most)
+    blocks = most or batches_in_flight.blocks_per_caller(cfg)
+    if blocks > 1:
+        stage.map_batches_kwargs["max_concurrency"] = blocks
 
 
 def build_processor(cfg: RunConfig, location: ModelLocation, env: Dict[str, str], original_columns: List[str],

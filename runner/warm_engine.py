@@ -176,13 +176,11 @@ def _single_job_default(cfg: RunConfig) -> bool:
 
 
 def _callers_fill_the_engine(cfg: RunConfig) -> bool:
-    """On the shared engine a job's caller works on one block at a time (its actor runs one
-    task), so a block's rows bound what it keeps at the engine: on 2 cores, blocks of 8 rows
-    kept 8 requests there where a job's own engine, several blocks at once, kept 36 and
-    generated 11-14% faster. A single job whose blocks cannot fill engine.max_num_seqs (or
-    leaves it to vLLM) keeps its own engine."""
+    """A caller of the shared engine keeps a bounded number of blocks at it at once
+    (runner.batches_in_flight): blocks so small that even those cannot fill engine.max_num_seqs,
+    or an engine left to choose its own number, keep a single job on its own engine."""
     sequences = cfg.engine.max_num_seqs
-    return bool(sequences) and batches_in_flight.requests_per_block(cfg) >= sequences
+    return bool(sequences) and batches_in_flight.requests_per_caller(cfg) >= sequences
 
 
 def _unfetchable_model(cfg: RunConfig) -> Optional[str]:

@@ -8,7 +8,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import TASK_SWEEP_ROWS
-from tests.e2e_helpers import read_results, run_cli
+from tests.e2e_helpers import most_at_the_engine_at_once, read_results, run_cli
 
 SECOND_SWEEP_ROWS = 6
 
@@ -89,16 +89,6 @@ def test_a_sweeps_jobs_share_one_engine(two_sweeps):
     assert_one_engine_started_once(ran, SECOND_SWEEP_ROWS)
     # Each sweep stopped its engine at its end: the second could not reuse the first's.
     assert set(ran["tags.runner.engine"]).isdisjoint(children_of(runs, first.run_id)["tags.runner.engine"])
-
-
-def most_at_the_engine_at_once(rows) -> int:
-    """From each row's time inside the engine (arrival to last token)."""
-    events = sorted([(r["finished_at"] - r["latency_s"], 1) for r in rows] + [(r["finished_at"], -1) for r in rows])
-    held = most = 0
-    for _, step in events:
-        held += step
-        most = max(most, held)
-    return most
 
 
 @pytest.mark.slow

@@ -77,11 +77,11 @@ def test_a_single_job_on_one_device_shares_where_it_was_faster_and_ray_serve_is_
     assert warm_engine.wanted(config("hw=h100"))  # one GPU
     assert not warm_engine.wanted(config("hw=h100", "hw.gpus_per_replica=2"))  # tensor parallel
     assert not warm_engine.wanted(config("hw=h100x8"))  # eight replicas
-    # Small batches fill it too (runner.batches_in_flight); a block of fewer rows than the
-    # engine's 32 sequences cannot: the shared engine's caller works on one block at a time.
+    # Small batches and small blocks fill it too (runner.batches_in_flight), unless the job
+    # bounds its blocks in flight below the engine's 32 sequences.
     assert warm_engine.wanted(config("processor.batch_size=1"))
-    assert not warm_engine.wanted(config("processor.batch_size=8", "processor.rows_per_file=16"))
-    assert warm_engine.wanted(config("processor.batch_size=8", "processor.rows_per_file=32"))
+    assert warm_engine.wanted(config("processor.batch_size=8", "processor.rows_per_file=16"))
+    assert not warm_engine.wanted(config("processor.batch_size=8", "processor.rows_per_file=16", "processor.max_concurrent_batches=1"))
     assert not warm_engine.wanted(config("hw=l4"))  # batch 16 against vLLM's own number of sequences
     monkeypatch.setattr(warm_engine, "_serve_import_error", lambda: ImportError("No module named 'grpc_reflection'"))
     assert not warm_engine.wanted(config())
