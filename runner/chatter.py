@@ -37,6 +37,9 @@ OWN_LOGGERS = ("runner", "hydra", "__main__")
 PROGRESS_LOGGER = "ray.data._internal.progress.logging_progress"
 PROGRESS_SHOWN = re.compile(r"^Total Progress: \S+/\S+$")
 RAY_PRINT_HANDLER = "ray_print_logs"  # the name ray.init gives its worker-output printer
+# Ray LLM looks for an optional `hash` file in a model folder in object storage and logs its
+# absence, the usual case, as an error before going on as designed ("a hash file is optional").
+HARMLESS_ERRORS = (("ray.llm.", re.compile(r"^Error reading \S+/hash: .*(NoSuchKey|NotFound|Not Found|404)")),)
 log = logging.getLogger(__name__)
 
 _quiet = False
@@ -56,10 +59,14 @@ def log_file() -> Optional[str]:
 def on_terminal(record: logging.LogRecord) -> bool:
     """Whether a record is one the terminal shows while the chatter is kept off it."""
     if record.levelno >= logging.ERROR:
-        return True
+        return not _harmless(record)
     if _own(record.name):
         return True
     return record.name == PROGRESS_LOGGER and bool(PROGRESS_SHOWN.match(record.getMessage()))
+
+
+def _harmless(record: logging.LogRecord) -> bool:
+    return any(record.name.startswith(logger) and pattern.match(record.getMessage()) for logger, pattern in HARMLESS_ERRORS)
 
 
 class TerminalFilter(logging.Filter):

@@ -5,6 +5,7 @@ import logging
 import sys
 
 import pytest
+from ray.llm._internal.common.utils.cloud_filesystem import s3_filesystem
 
 from runner import chatter, redaction
 
@@ -76,6 +77,10 @@ def test_worker_lines_become_records_prefixed_as_ray_prefixes_them(caplog):
     assert {r.name for r in caplog.records} == {chatter.WORKERS}
 
 
+S3_FILES = s3_filesystem.logger.name  # the logger Ray LLM reads a model folder in S3 with
+NO_SUCH_KEY = "An error occurred (NoSuchKey) when calling the GetObject operation: The specified key does not exist."
+
+
 @pytest.mark.parametrize("name, level, message, shown", [
     ("runner.app", logging.INFO, "input: 32 row(s)", True),
     ("runner.pipeline", logging.DEBUG, "anything of the runner's", True),
@@ -86,6 +91,9 @@ def test_worker_lines_become_records_prefixed_as_ray_prefixes_them(caplog):
     ("py.warnings", logging.WARNING, "FutureWarning: deprecated", False),
     ("vllm", logging.WARNING, "a vLLM warning", False),
     ("ray.data._internal.execution.streaming_executor", logging.ERROR, "Exception occurred in user code", True),
+    (S3_FILES, logging.ERROR, f"Error reading s3://models/llama/hash: {NO_SUCH_KEY}", False),  # optional, and absent
+    (S3_FILES, logging.ERROR, f"Error reading s3://models/llama/config.json: {NO_SUCH_KEY}", True),
+    (S3_FILES, logging.ERROR, "Error reading s3://models/llama/hash: An error occurred (AccessDenied)", True),
     (chatter.PROGRESS_LOGGER, logging.INFO, "Total Progress: 16/32", True),
     (chatter.PROGRESS_LOGGER, logging.INFO, "MapBatches(vLLMEngineStageUDF): 16/32", False),
     (chatter.PROGRESS_LOGGER, logging.INFO, "MapBatches(ChatTemplateUDF): 32/?", False),
