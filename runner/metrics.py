@@ -72,7 +72,7 @@ def _percentiles(values: np.ndarray, prefix: str) -> Dict[str, float]:
 def compute(results, started_at: float, finished_at: float, hw: HardwareConfig, replicas: int) -> Dict[str, float]:
     """Figures of one pipeline attempt (started_at..finished_at) from the results Location."""
     rows = input_tokens = output_tokens = 0
-    latencies, ttfts = [], []
+    latencies, ttfts, finishes = [], [], []
     first_start, last_finish = float("inf"), float("-inf")
     for batch in _scan(results, started_at, finished_at):
         table = batch.to_pydict()
@@ -87,6 +87,7 @@ def compute(results, started_at: float, finished_at: float, hw: HardwareConfig, 
         first_start = min(first_start, float(np.min(finish - latency)))
         last_finish = max(last_finish, float(np.max(finish)))
         latencies.append(latency)
+        finishes.append(finish)
         ttfts.append(np.asarray([np.nan if v is None else v for v in table["ttft_s"]], dtype=float))
 
     wall = max(finished_at - started_at, 1e-9)
@@ -112,11 +113,22 @@ def compute(results, started_at: float, finished_at: float, hw: HardwareConfig, 
             steady_output_tokens_per_s=output_tokens / generation,
             steady_total_tokens_per_s=(input_tokens + output_tokens) / generation,
         )
+        figures["engine_requests_peak"] = most_at_once(np.concatenate(finishes) - np.concatenate(latencies), np.concatenate(finishes))
         figures.update(_percentiles(np.concatenate(latencies), "latency"))
         figures.update(_percentiles(np.concatenate(ttfts), "ttft"))
     figures.update(cost(hw, replicas, wall, rows, output_tokens))
     figures.update(quality_figures(results))
     return figures
+
+
+def most_at_once(starts: np.ndarray, ends: np.ndarray) -> int:
+    """The most requests inside the engine at one moment, queued or generating. Under
+    engine.max_num_seqs (per replica) through a long job, the engine was not kept full. A
+    request that ends as another starts does not overlap it."""
+    times = np.concatenate([starts, ends])
+    steps = np.concatenate([np.ones(len(starts)), -np.ones(len(ends))])
+    order = np.lexsort((steps, times))  # by time, an end before a start
+    return int(np.max(np.cumsum(steps[order]))) if len(times) else 0
 
 
 def cost(hw: HardwareConfig, replicas: int, wall_s: float, rows: int, output_tokens: int) -> Dict[str, float]:

@@ -25,16 +25,6 @@ def read_results(results_dir: Path) -> List[dict]:
     return pds.dataset(files, format="parquet").to_table().to_pylist()
 
 
-def most_at_the_engine_at_once(rows) -> int:
-    """From each row's time inside the engine (arrival to last token)."""
-    events = sorted([(r["finished_at"] - r["latency_s"], 1) for r in rows] + [(r["finished_at"], -1) for r in rows])
-    held = most = 0
-    for _, step in events:
-        held += step
-        most = max(most, held)
-    return most
-
-
 def content_words(text: str) -> set:
     return {w.lower() for w in re.findall(r"[A-Za-z]{5,}", text)}
 

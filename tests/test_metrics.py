@@ -33,6 +33,8 @@ def test_startup_and_steady_state_are_split_by_the_first_request(tmp_path):
     assert figures["steady_output_tokens_per_s"] == pytest.approx(40 / 10)
     assert figures["total_tokens_per_s"] == pytest.approx(440 / 25)
     assert figures["latency_p50_s"] == pytest.approx(4.5)
+    # In the engine: 110-112, 111-115, 112-118, 115-120; the third starts as the first ends.
+    assert figures["engine_requests_peak"] == 2
     assert figures["ttft_mean_s"] == pytest.approx(2.5 / 3)
     # 2 replicas x $3.60/h x 25 s = $0.05
     assert figures["cost_usd"] == pytest.approx(0.05)
