@@ -29,10 +29,14 @@ VLLM_LARGEST_DEFAULT_SEQS = 1024
 MOST_BLOCKS_PER_CALLER = 16
 
 
+def wanted_at_engine(cfg: RunConfig) -> int:
+    """Twice the engine's sequences: it is full, and the next requests wait while a batch's last row finishes."""
+    return 2 * (cfg.engine.max_num_seqs or VLLM_LARGEST_DEFAULT_SEQS)
+
+
 def per_block(cfg: RunConfig) -> int:
-    """Batches of one block in flight: enough for twice the engine's sequences, never fewer than Ray's own."""
-    sequences = cfg.engine.max_num_seqs or VLLM_LARGEST_DEFAULT_SEQS
-    return max(RAY_DEFAULT, math.ceil(2 * sequences / max(cfg.processor.batch_size, 1)))
+    """Batches of one block in flight: enough for wanted_at_engine, never fewer than Ray's own."""
+    return max(RAY_DEFAULT, math.ceil(wanted_at_engine(cfg) / max(cfg.processor.batch_size, 1)))
 
 
 def requests_per_block(cfg: RunConfig) -> int:
@@ -46,8 +50,7 @@ def blocks_per_caller(cfg: RunConfig) -> int:
     (processor.rows_per_file) cannot hold twice the engine's sequences each: one at a time, 8-row
     blocks at batch 2 kept 8 requests at an engine of 32 sequences on 2 cores (219 output
     tok/s), eight at a time 64 (326). Each holds a thread of the caller's actor, hence the cap."""
-    sequences = cfg.engine.max_num_seqs or VLLM_LARGEST_DEFAULT_SEQS
-    return max(1, min(MOST_BLOCKS_PER_CALLER, math.ceil(2 * sequences / requests_per_block(cfg))))
+    return max(1, min(MOST_BLOCKS_PER_CALLER, math.ceil(wanted_at_engine(cfg) / requests_per_block(cfg))))
 
 
 def requests_per_caller(cfg: RunConfig) -> int:

@@ -113,8 +113,9 @@ def compute(results, started_at: float, finished_at: float, hw: HardwareConfig, 
             steady_output_tokens_per_s=output_tokens / generation,
             steady_total_tokens_per_s=(input_tokens + output_tokens) / generation,
         )
-        figures["engine_requests_peak"] = most_at_once(np.concatenate(finishes) - np.concatenate(latencies), np.concatenate(finishes))
-        figures.update(_percentiles(np.concatenate(latencies), "latency"))
+        every_latency, every_finish = np.concatenate(latencies), np.concatenate(finishes)
+        figures["engine_requests_peak"] = most_at_once(every_finish - every_latency, every_finish)
+        figures.update(_percentiles(every_latency, "latency"))
         figures.update(_percentiles(np.concatenate(ttfts), "ttft"))
     figures.update(cost(hw, replicas, wall, rows, output_tokens))
     figures.update(quality_figures(results))
