@@ -26,6 +26,8 @@ from typing import Any, AsyncGenerator, Dict, List, Optional
 
 from ray.llm._internal.common.callbacks.base import CallbackBase
 
+from runner import engine_core_fork
+
 METHOD = "generate_row"
 # A request the engine refused (a prompt longer than the context, max_tokens below 1): the
 # row becomes a failed row with this reason and the job goes on.
@@ -64,6 +66,7 @@ class SkipNodeInit(CallbackBase):
 
 class RowServer:
     async def __init__(self, llm_config: Dict[str, Any], expected_bundles: List[Dict[str, float]]):
+        engine_core_fork.start()  # before vLLM's import here, so that both imports overlap
         from ray.llm._internal.serve.core.configs.llm_config import LLMConfig
         from ray.llm._internal.serve.core.server.llm_server import LLMServer
 
@@ -144,6 +147,7 @@ class DirectRowServer(RowServer):
     worker processes run the shards inside them ("mp"), not Ray's placement-group workers."""
 
     async def __init__(self, model_source: str, engine_kwargs: Dict[str, Any]):
+        engine_core_fork.start()  # before vLLM's import here, so that both imports overlap
         from vllm.engine.arg_utils import AsyncEngineArgs
         from vllm.v1.engine.async_llm import AsyncLLM
         from vllm.v1.executor.abstract import Executor

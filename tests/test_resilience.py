@@ -16,7 +16,8 @@ import pytest
 
 from tests.e2e_helpers import ROOT, SAMPLE_NEWS, read_results, run_cli
 
-ENGINE_PROCESS_MARKERS = ("ray::", "raylet", "gcs_server", "VLLM", "EngineCore", "default_worker", "dashboard")
+# The engine core's fork server (runner.engine_core_fork) keeps Python's command line.
+ENGINE_PROCESS_MARKERS = ("ray::", "raylet", "gcs_server", "VLLM", "EngineCore", "default_worker", "dashboard", "multiprocessing.forkserver")
 
 
 # 3 good rows, 2 without the article text, 1 whose prompt cannot fit in 1,024 tokens.

@@ -48,6 +48,11 @@ def test_a_new_engine_setting_replaces_the_engine_and_ctrl_c_mid_sweep_leaves_no
     # The second job's engine runs alone: the first one's was stopped before it started.
     cores = engine_cores(started)
     assert len(cores) == 1, [(p.pid, p.info["cmdline"]) for p in cores]
+    # vLLM's engine core was forked from the replica's fork server, its imports done ahead
+    # (runner.engine_core_fork), not spawned to import vLLM again.
+    server = cores[0].parent()
+    assert "multiprocessing.forkserver" in " ".join(server.cmdline()), server.cmdline()
+    assert "ServeReplica:" in " ".join(server.parent().cmdline()), server.parent().cmdline()
     os.killpg(proc.pid, signal.SIGINT)
     assert proc.wait(timeout=120) == 130, (tmp_path / "run.log").read_text()[-3000:]
 
