@@ -133,6 +133,34 @@ def _exit_if_a_sweep_job_failed() -> None:
         sys.exit(errors.EXIT_FAILED)
 
 
-if __name__ == "__main__":  # vLLM spawns processes that re-import the main module
-    cli.hydra_command(main, job_started=lambda: _a_job_started)
+def _command() -> None:
+    """The command, interrupted anywhere by the rule: inside a job, main() says how to finish
+    it; outside one (Hydra composing a job's config, between a sweep's jobs, the sweep closing)
+    the interrupt reaches here. Ray's handler, which every ray.init sets, exits with 15."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        cli.hydra_command(main, job_started=lambda: _a_job_started)
+    except KeyboardInterrupt:
+        _exit_interrupted_outside_a_job(terminated=_terminated)
+    except SystemExit as exit_:
+        if exit_.code != signal.SIGTERM:
+            raise
+        _exit_interrupted_outside_a_job(terminated=True)
     _exit_if_a_sweep_job_failed()
+
+
+def _exit_interrupted_outside_a_job(terminated: bool) -> None:
+    how, code = ("by SIGTERM", errors.EXIT_SIGTERM) if terminated else ("by Ctrl-C", errors.EXIT_CTRL_C)
+    if not sweep.current()["sweep_id"]:
+        log.error("the run was interrupted %s before its job began or after it ended; a job that began said above how to finish it", how)
+    else:
+        ended, failed = sweep.last_sweep["jobs"], sweep.last_sweep["failed"]
+        log.error(
+            "the sweep was interrupted %s outside its jobs (between two, or while it closed): the %d job(s) that ended "
+            "are complete and logged (%d failed); a job that had not begun has no run: run the sweep again for the values left", how, ended, failed,
+        )
+    sys.exit(code)
+
+
+if __name__ == "__main__":  # vLLM spawns processes that re-import the main module
+    _command()

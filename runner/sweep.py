@@ -19,13 +19,14 @@ from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from runner import tracking, warm_engine
+from runner import faults, tracking, warm_engine
 from runner.schema import TrackingConfig
 
 log = logging.getLogger(__name__)
 
 SWEEP_ID_ENV = "RUNNER_SWEEP_ID"
-# The last sweep of this process that ended: its jobs and how many failed (runner.__main__'s exit code).
+# This process's sweep so far, or the last one that ended: its jobs that ended and how many
+# failed (runner.__main__'s exit code and what it says when a sweep is interrupted).
 last_sweep = {"jobs": 0, "failed": 0}
 PARENT_RUN_ENV = "RUNNER_SWEEP_PARENT_RUN_ID"
 
@@ -49,6 +50,7 @@ class SweepTracking(Callback):
         # The parent run while it is open: (tracking settings, outputs root, run id, sweep id).
         self._open: Optional[tuple] = None
         self._exit_hook = False
+        self._closing = False  # on_multirun_end began: every job ran
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -56,6 +58,8 @@ class SweepTracking(Callback):
         os.environ[SWEEP_ID_ENV] = sweep_id
         os.environ.pop(PARENT_RUN_ENV, None)
         self.results = []
+        self._closing = False
+        last_sweep.update(jobs=0, failed=0)
         # The jobs run one after another in this process: one engine serves all that can share it.
         warm_engine.keep_between_jobs(True)
         if not config.tracking.enabled:
@@ -81,8 +85,12 @@ class SweepTracking(Callback):
         if os.environ.get(SWEEP_ID_ENV):
             ok = job_return.status == JobStatus.COMPLETED and job_return.return_value == "finished"
             self.results.append("finished" if ok else "failed")
+            last_sweep.update(jobs=len(self.results), failed=self._failed())
+        faults.reached("job_ended")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._closing = True
+        faults.reached("sweep_closing")
         try:
             warm_engine.end_of_sweep()
         except Exception as error:  # noqa: BLE001 - every job's rows are written; the exit hook tries again
@@ -116,7 +124,10 @@ class SweepTracking(Callback):
         tracking_cfg, outputs_root, parent, sweep_id = self._open
         self._open = None
         jobs = len(self.results)
-        log.error("sweep %s stopped before its jobs were done (%d of them ran); its MLflow parent run %s is closed as FAILED", sweep_id, jobs, parent)
+        if self._closing:
+            log.error("sweep %s was interrupted while it closed, after its %d job(s); its MLflow parent run %s is closed as FAILED", sweep_id, jobs, parent)
+        else:
+            log.error("sweep %s stopped before its jobs were done (%d of them ran); its MLflow parent run %s is closed as FAILED", sweep_id, jobs, parent)
         try:
             tracking.end_sweep_run(tracking_cfg, outputs_root, parent, jobs, self._failed(), status="FAILED")
         except Exception as error:  # noqa: BLE001 - at exit, saying how to close it is all that is left
