@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
-from runner import chatter, models, ray_fixes, storage
+from runner import chatter, models, storage, worker_setup
 from runner.schema import HardwareConfig, ModelSource, ModelWeights, RayConfig, RunConfig
 from runner.storage import Location
 
@@ -136,9 +136,9 @@ def driver_runtime_env(env: Mapping[str, str], job_env: Mapping[str, Any], cwd: 
         ours["py_modules"] = [str(RUNNER_DIR)]
     if "worker_process_setup_hook" in job_env:
         log.warning("the job's runtime_env sets worker_process_setup_hook; it must call %s, or a batch whose rows all fail "
-                    "stops the run (runner/ray_fixes.py)", ray_fixes.SETUP_HOOK)
+                    "stops the run (runner/ray_fixes.py)", worker_setup.SETUP_HOOK)
     else:
-        ours["worker_process_setup_hook"] = ray_fixes.SETUP_HOOK
+        ours["worker_process_setup_hook"] = worker_setup.SETUP_HOOK
     return ours
 
 

@@ -2,12 +2,13 @@
 
 Inside a Ray actor vLLM starts its engine core with `spawn`: a fresh interpreter that
 imports torch and vLLM again after the replica has imported them itself, one after the
-other. Plain vLLM forks instead and pays the import once. Here the replica, first thing,
-starts a multiprocessing fork server whose preload imports the engine core
+other. Plain vLLM forks instead and pays the import once. Here the engine's process (the
+shared engine's replica, first thing; a job's own engine, Ray Data LLM's actor, as it loads
+its stage: start_with_the_engine_stage) starts a multiprocessing fork server whose preload imports the engine core
 (runner.engine_core_imports) while the replica imports vLLM for its own part; vLLM's engine
 core is then forked from that server, imports done. On one H200 the engine core began 1-2 s
 after the replica had its config, against 19 s spawned; on 2 cores the default job's
-start-up went from 29.5 to 24.2 s. `fork` itself stays unsafe in a Ray actor (its threads,
+start-up went from 29.5 to 24.2 s, and on its own engine from 35.8 to 30.1 s. `fork` itself stays unsafe in a Ray actor (its threads,
 gRPC), which is why vLLM refuses it; the fork server is a fresh interpreter that never ran Ray.
 
 What spawn gave the engine core and a fork server would not, each process carries:
@@ -23,6 +24,7 @@ What spawn gave the engine core and a fork server would not, each process carrie
 from __future__ import annotations
 
 import ctypes
+import importlib.abc
 import logging
 import multiprocessing
 import multiprocessing.context
@@ -35,6 +37,7 @@ from typing import Dict, Optional
 log = logging.getLogger(__name__)
 
 PRELOAD = "runner.engine_core_imports"
+ENGINE_STAGE_MODULE = "ray.llm._internal.batch.stages.vllm_engine_stage"
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -50,7 +53,13 @@ class EngineCoreProcess(multiprocessing.context.ForkServerProcess):
 
 
 class EngineCoreContext(multiprocessing.context.ForkServerContext):
-    Process = EngineCoreProcess
+    def Process(self, *args, **kwargs):  # noqa: N802 - multiprocessing's name
+        """An engine on several devices keeps vLLM's spawn: its engine core starts workers of
+        its own (vLLM's or Ray's), and that was not measured forked on several GPUs."""
+        config = (kwargs.get("kwargs") or {}).get("vllm_config")
+        if config is not None and config.parallel_config.world_size > 1:
+            return multiprocessing.get_context("spawn").Process(*args, **kwargs)
+        return EngineCoreProcess(*args, **kwargs)
 
 
 def start() -> bool:
@@ -63,6 +72,25 @@ def start() -> bool:
         _stop(_server())
         return False
     return True
+
+
+class _StartWithTheEngineStage(importlib.abc.MetaPathFinder):
+    """Ray Data LLM's stages package imports a stage's module only when that stage is used, so
+    the worker that imports the vLLM stage's is its engine actor, about to unpickle its UDF;
+    its torch and vLLM imports then overlap the server's."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == ENGINE_STAGE_MODULE:
+            sys.meta_path.remove(self)
+            start()
+        return None
+
+
+def start_with_the_engine_stage() -> None:
+    """For a Ray worker at its start (runner.worker_setup): where it becomes Ray Data LLM's
+    engine actor (a job on its own engine), its engine core is forked as the replica's is."""
+    if ENGINE_STAGE_MODULE not in sys.modules and not any(isinstance(f, _StartWithTheEngineStage) for f in sys.meta_path):
+        sys.meta_path.insert(0, _StartWithTheEngineStage())
 
 
 def _server() -> multiprocessing.forkserver.ForkServer:

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
-from runner import batches_in_flight, chatter, cluster, engine_server, faults, outputs, processes, prompt, ray_fixes, readers, redaction, results, run_state, samples, structured, warm_engine
+from runner import batches_in_flight, chatter, cluster, engine_server, faults, outputs, processes, prompt, ray_fixes, readers, redaction, results, run_state, samples, structured, warm_engine, worker_setup
 from runner.models import ModelLocation
 from runner.schema import OnRowError, OutputFormat, PromptConfig, RunConfig
 from runner.storage import Location
@@ -91,7 +91,7 @@ def start_ray(cfg: RunConfig, env: Dict[str, str]) -> None:
     # "local" overrides a RAY_ADDRESS in the environment. Ray adds the setup hook's variable to
     # the env_vars it is given, in place: a copy keeps it out of the job's env (the shared
     # engine's key is made from it, and only the first job's would have had it).
-    runtime_env = {"env_vars": dict(env), "worker_process_setup_hook": ray_fixes.SETUP_HOOK}
+    runtime_env = {"env_vars": dict(env), "worker_process_setup_hook": worker_setup.SETUP_HOOK}
     kwargs: Dict[str, Any] = {"address": "local", "runtime_env": runtime_env, "log_to_driver": True}
     # The dashboard's processes start beside the engine and take CPU it needs to start.
     kwargs["include_dashboard"] = cfg.ray.dashboard

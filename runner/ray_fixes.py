@@ -1,5 +1,5 @@
 """A fix to Ray Data's own code, installed on the driver and in every Ray worker of a run
-(runtime_env's worker_process_setup_hook).
+(runner.worker_setup, runtime_env's worker_process_setup_hook).
 
 Ray 2.60 cannot join blocks where a nested struct field is all null in one block and a
 struct in another (ray-project/ray#61656, open): `_backfill_missing_fields` iterates the
@@ -13,9 +13,6 @@ longer needs this.
 """
 
 from __future__ import annotations
-
-SETUP_HOOK = f"{__name__}.install"
-
 
 def install() -> None:
     import pyarrow as pa

@@ -64,7 +64,7 @@ def test_runtime_env_merges_with_a_jobs_own():
     # runner package already carries the code to the workers.
     job = {"env_vars": {"VLLM_CPU_KVCACHE_SPACE": "1"}, "working_dir": "gcs://_ray_pkg_x.zip"}
     merged = cluster.driver_runtime_env(env, job, cwd=cluster.RUNNER_DIR.parent)
-    assert merged == {"env_vars": {"OMP_NUM_THREADS": "1"}, "worker_process_setup_hook": "runner.ray_fixes.install"}
+    assert merged == {"env_vars": {"OMP_NUM_THREADS": "1"}, "worker_process_setup_hook": "runner.worker_setup.run"}
     # A working_dir elsewhere does not hold it: the package still goes as py_modules.
     assert "py_modules" in cluster.driver_runtime_env(env, job, cwd=cluster.RUNNER_DIR.parent / "elsewhere")
     assert "py_modules" not in cluster.driver_runtime_env(env, {"py_modules": ["gcs://mine.zip"]})

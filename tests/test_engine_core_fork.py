@@ -88,3 +88,16 @@ def test_the_engine_core_starts_imported_sees_the_environment_at_its_start_and_d
     finally:
         if replica.poll() is None:
             replica.kill()
+
+
+def test_an_engine_on_several_devices_keeps_vllms_spawn():
+    from types import SimpleNamespace
+
+    from runner import engine_core_fork
+
+    def engine_on(devices: int):
+        config = SimpleNamespace(parallel_config=SimpleNamespace(world_size=devices))
+        return engine_core_fork.EngineCoreContext().Process(target=print, kwargs={"vllm_config": config})
+
+    assert isinstance(engine_on(1), engine_core_fork.EngineCoreProcess)
+    assert engine_on(2)._start_method == "spawn"

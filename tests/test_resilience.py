@@ -112,18 +112,31 @@ def descendants(proc: subprocess.Popen) -> set:
         return set()
 
 
-def wait_for_engine_start(proc: subprocess.Popen, timeout: float = 300) -> None:
-    """Until vLLM's engine core process of this run exists (the engine is loading)."""
+def wait_for_engine_start(proc: subprocess.Popen, timeout: float = 300) -> psutil.Process:
+    """Until vLLM's engine core process of this run exists (the engine is loading); returns it."""
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:
         for pid in descendants(proc):
             try:
-                if "EngineCore" in " ".join(psutil.Process(pid).cmdline()) + psutil.Process(pid).name():
-                    return
+                core = psutil.Process(pid)
+                if "EngineCore" in " ".join(core.cmdline()) + core.name():
+                    return core
             except psutil.Error:
                 continue
         time.sleep(0.2)
     pytest.fail(f"no engine core started within {timeout} s (exit {proc.poll()})")
+
+
+def fork_servers(run: subprocess.Popen) -> set:
+    """Pids of the run's processes that run (or were forked from) a multiprocessing fork server."""
+    found = set()
+    for pid in descendants(run):
+        try:
+            if "multiprocessing.forkserver" in " ".join(psutil.Process(pid).cmdline()):
+                found.add(pid)
+        except psutil.Error:
+            continue
+    return found
 
 
 def engine_environments(since: float, run: subprocess.Popen) -> dict:
@@ -168,7 +181,13 @@ def test_ctrl_c_while_the_engine_loads_and_sigterm_mid_sweep_leave_nothing_runni
     # The single job on its own engine (Ray Data LLM's): the shared engine's interruption is the sweep's.
     interrupted = start_background_run(tmp_path / "ctrl_c", *SLOW_TRICKLE, "processor.shared_engine=false", "hydra.run.dir=outputs/runs/interrupted")
     try:
-        wait_for_engine_start(interrupted)
+        core = wait_for_engine_start(interrupted)
+        # A job's own engine (Ray Data LLM's actor) forks its engine core from the fork server
+        # too (runner.engine_core_fork, started by runner.worker_setup), not spawned to import vLLM again.
+        assert "multiprocessing.forkserver" in " ".join(core.parent().cmdline()), core.parent().cmdline()
+        assert "vLLMEngineStageUDF" in " ".join(core.parent().parent().cmdline()), core.parent().parent().cmdline()
+        # Only that actor: the run's other workers (its light stages among them) start no server.
+        assert fork_servers(interrupted) - {core.pid} == {core.parent().pid}
         os.killpg(interrupted.pid, signal.SIGINT)
 
         wait_for_partial_results(swept_dir / "results", swept, files=1)
