@@ -86,9 +86,14 @@ def _resume_hint(cfg: DictConfig, run_dir: Path) -> str:
     return f"{kept}. Finish it with: {app.resume_command(location)}"
 
 
+def _interruption(terminated: bool):
+    """How the run was interrupted, in words, and its exit code."""
+    return ("by SIGTERM", errors.EXIT_SIGTERM) if terminated or _terminated else ("by Ctrl-C", errors.EXIT_CTRL_C)
+
+
 def _exit_interrupted(cfg: DictConfig, run_dir: Path, terminated: bool = False) -> None:
     """Ctrl-C or SIGTERM, in a single run or a sweep: say so, and how to finish it."""
-    how, code = ("by SIGTERM", errors.EXIT_SIGTERM) if terminated or _terminated else ("by Ctrl-C", errors.EXIT_CTRL_C)
+    how, code = _interruption(terminated)
     log.error("the run was interrupted %s; %s", how, _resume_hint(cfg, run_dir))
     sys.exit(code)
 
@@ -141,7 +146,7 @@ def _command() -> None:
     try:
         cli.hydra_command(main, job_started=lambda: _a_job_started)
     except KeyboardInterrupt:
-        _exit_interrupted_outside_a_job(terminated=_terminated)
+        _exit_interrupted_outside_a_job(terminated=False)
     except SystemExit as exit_:
         if exit_.code != signal.SIGTERM:
             raise
@@ -150,7 +155,7 @@ def _command() -> None:
 
 
 def _exit_interrupted_outside_a_job(terminated: bool) -> None:
-    how, code = ("by SIGTERM", errors.EXIT_SIGTERM) if terminated else ("by Ctrl-C", errors.EXIT_CTRL_C)
+    how, code = _interruption(terminated)
     if not sweep.current()["sweep_id"]:
         log.error("the run was interrupted %s before its job began or after it ended; a job that began said above how to finish it", how)
     else:

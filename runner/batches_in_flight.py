@@ -46,17 +46,19 @@ def requests_per_block(cfg: RunConfig) -> int:
 
 
 def blocks_per_caller(cfg: RunConfig) -> int:
-    """Blocks a caller of the shared engine works on at once, where small blocks
-    (processor.rows_per_file) cannot hold twice the engine's sequences each: one at a time, 8-row
-    blocks at batch 2 kept 8 requests at an engine of 32 sequences on 2 cores (219 output
-    tok/s), eight at a time 64 (326). Each holds a thread of the caller's actor, hence the cap."""
+    """Blocks a caller of the shared engine works on at once: processor.max_concurrent_batches
+    where it is set, else as many as small blocks (processor.rows_per_file) need to hold twice
+    the engine's sequences: one at a time, 8-row blocks at batch 2 kept 8 requests at an engine
+    of 32 sequences on 2 cores (219 output tok/s), eight at a time 64 (326). Each holds a
+    thread of the caller's actor, hence the cap."""
+    if cfg.processor.max_concurrent_batches:
+        return cfg.processor.max_concurrent_batches
     return max(1, min(MOST_BLOCKS_PER_CALLER, math.ceil(wanted_at_engine(cfg) / requests_per_block(cfg))))
 
 
 def requests_per_caller(cfg: RunConfig) -> int:
     """The most requests a caller of the shared engine keeps at it at once."""
-    blocks = cfg.processor.max_concurrent_batches or blocks_per_caller(cfg)
-    return blocks * requests_per_block(cfg)
+    return blocks_per_caller(cfg) * requests_per_block(cfg)
 
 
 def apply(cfg: RunConfig) -> None:

@@ -4,12 +4,13 @@ Inside a Ray actor vLLM starts its engine core with `spawn`: a fresh interpreter
 imports torch and vLLM again after the replica has imported them itself, one after the
 other. Plain vLLM forks instead and pays the import once. Here the engine's process (the
 shared engine's replica, first thing; a job's own engine, Ray Data LLM's actor, as it loads
-its stage: start_with_the_engine_stage) starts a multiprocessing fork server whose preload imports the engine core
-(runner.engine_core_imports) while the replica imports vLLM for its own part; vLLM's engine
-core is then forked from that server, imports done. On one H200 the engine core began 1-2 s
-after the replica had its config, against 19 s spawned; on 2 cores the default job's
-start-up went from 29.5 to 24.2 s, and on its own engine from 35.8 to 30.1 s. `fork` itself stays unsafe in a Ray actor (its threads,
-gRPC), which is why vLLM refuses it; the fork server is a fresh interpreter that never ran Ray.
+its stage: start_with_the_engine_stage) starts a multiprocessing fork server whose preload
+imports the engine core (runner.engine_core_imports) while the process imports vLLM for its
+own part; vLLM's engine core is then forked from that server, imports done. On one H200 the
+engine core began 1-2 s after the replica had its config, against 19 s spawned; on 2 cores
+the default job's start-up went from 29.5 to 24.2 s, and on its own engine from 35.8 to
+30.1 s. `fork` itself stays unsafe in a Ray actor (its threads, gRPC), which is why vLLM
+refuses it; the fork server is a fresh interpreter that never ran Ray.
 
 What spawn gave the engine core and a fork server would not, each process carries:
 - the environment at its start (vLLM sets variables just before, e.g. OMP_NUM_THREADS;

@@ -281,7 +281,7 @@ def _size_callers(cfg: RunConfig, stage, light: Dict[str, float]) -> None:
     if most:
         replicas = cfg.processor.concurrency
         stage.map_batches_kwargs["compute"] = ActorPoolStrategy(size=replicas, max_tasks_in_flight_per_actor=most)
-    blocks = most or batches_in_flight.blocks_per_caller(cfg)
+    blocks = batches_in_flight.blocks_per_caller(cfg)
     if blocks > 1:
         stage.map_batches_kwargs["max_concurrency"] = blocks
 
